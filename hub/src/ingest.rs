@@ -1,0 +1,306 @@
+//! Ingest: turns the frames a SUB socket received into a [`Delivery`], or
+//! into a counted, logged rejection.
+//!
+//! Everything here runs on bytes a remote peer controls, so nothing may
+//! panic, and every way to be wrong has a name (the `reason` label that
+//! counters and logs use).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+
+use crate::delivery::{Delivery, Source};
+use crate::ratelimit::LogLimiter;
+
+/// Why a message never reached a plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reject {
+    /// Not exactly two frames `[topic, body]`.
+    FrameCount(usize),
+    /// The topic frame is not UTF-8.
+    TopicNotUtf8,
+    /// The body frame is not UTF-8.
+    BodyNotUtf8,
+    /// The body is larger than `max_message_size`.
+    TooLarge(usize),
+    /// The body is not JSON at all.
+    NotJson(String),
+    /// The body is JSON, but not an object.
+    NotObject,
+    /// The envelope has no string `topic`.
+    NoTopic,
+    /// The frame topic differs from the envelope topic.
+    TopicMismatch {
+        /// The zmq topic frame.
+        frame: String,
+        /// The envelope's `topic`.
+        envelope: String,
+    },
+}
+
+impl Reject {
+    /// A stable snake_case label for counters and log fields.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Reject::FrameCount(_) => "frame_count",
+            Reject::TopicNotUtf8 => "topic_not_utf8",
+            Reject::BodyNotUtf8 => "body_not_utf8",
+            Reject::TooLarge(_) => "too_large",
+            Reject::NotJson(_) => "not_json",
+            Reject::NotObject => "not_object",
+            Reject::NoTopic => "no_topic",
+            Reject::TopicMismatch { .. } => "topic_mismatch",
+        }
+    }
+}
+
+impl fmt::Display for Reject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reject::FrameCount(n) => write!(f, "expected 2 frames [topic, body], got {n}"),
+            Reject::TopicNotUtf8 => f.write_str("topic frame is not valid UTF-8"),
+            Reject::BodyNotUtf8 => f.write_str("body frame is not valid UTF-8"),
+            Reject::TooLarge(n) => write!(f, "body of {n} bytes exceeds max_message_size"),
+            Reject::NotJson(e) => write!(f, "body is not JSON: {e}"),
+            Reject::NotObject => f.write_str("body is JSON but not an object"),
+            Reject::NoTopic => f.write_str("envelope has no string \"topic\""),
+            Reject::TopicMismatch { frame, envelope } => {
+                write!(f, "topic frame {frame:?} != envelope topic {envelope:?}")
+            }
+        }
+    }
+}
+
+/// Limits that protect the hub from hostile input.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest accepted body in bytes.
+    pub max_message_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_size: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// The envelope fields ingest needs; everything else is skipped unparsed.
+#[derive(Debug, Default, PartialEq)]
+struct Head {
+    topic: Option<String>,
+    msg_id: Option<String>,
+    timestamp: Option<f64>,
+}
+
+impl<'de> serde::Deserialize<'de> for Head {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(HeadVisitor)
+    }
+}
+
+struct HeadVisitor;
+
+impl<'de> Visitor<'de> for HeadVisitor {
+    type Value = Head;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    // A hand-written visitor rather than `#[derive(Deserialize)]` because
+    // Python's json takes the last of duplicate keys (derive would reject
+    // them) and because a `topic` or `timestamp` of an unexpected type must
+    // not make the whole envelope unreadable.
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Head, A::Error> {
+        let mut head = Head::default();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "topic" => head.topic = map.next_value::<serde_json::Value>()?.as_str().map(str::to_owned),
+                "msg_id" => head.msg_id = map.next_value::<serde_json::Value>()?.as_str().map(str::to_owned),
+                "timestamp" => head.timestamp = map.next_value::<serde_json::Value>()?.as_f64(),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(head)
+    }
+}
+
+/// Checks the frames and parses the envelope head, producing an unverified
+/// delivery (`validated == false`).
+pub fn classify(
+    frames: Vec<Vec<u8>>,
+    source: &Arc<Source>,
+    limits: &Limits,
+) -> Result<Delivery, Reject> {
+    let [topic, body]: [Vec<u8>; 2] = frames
+        .try_into()
+        .map_err(|frames: Vec<Vec<u8>>| Reject::FrameCount(frames.len()))?;
+    if body.len() > limits.max_message_size {
+        return Err(Reject::TooLarge(body.len()));
+    }
+    let topic = String::from_utf8(topic).map_err(|_| Reject::TopicNotUtf8)?;
+    let body = String::from_utf8(body).map_err(|_| Reject::BodyNotUtf8)?;
+    let head = parse_head(&body)?;
+    let envelope_topic = head.topic.ok_or(Reject::NoTopic)?;
+    if envelope_topic != topic {
+        return Err(Reject::TopicMismatch {
+            frame: topic,
+            envelope: envelope_topic,
+        });
+    }
+    Ok(Delivery {
+        topic,
+        body,
+        msg_id: head.msg_id,
+        timestamp: head.timestamp,
+        source: Arc::clone(source),
+        validated: false,
+        signer: None,
+    })
+}
+
+fn parse_head(body: &str) -> Result<Head, Reject> {
+    // serde_json would happily read a JSON array into a map-shaped visitor's
+    // error path with a confusing message; say plainly what is wrong instead.
+    let first = body.trim_start().as_bytes().first().copied();
+    if first != Some(b'{') {
+        return match serde_json::from_str::<IgnoredAny>(body) {
+            Ok(_) => Err(Reject::NotObject),
+            Err(e) => Err(Reject::NotJson(e.to_string())),
+        };
+    }
+    serde_json::from_str::<Head>(body).map_err(|e| Reject::NotJson(e.to_string()))
+}
+
+/// Counters of what ingest accepted and rejected, by reason.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    received: AtomicU64,
+    accepted: AtomicU64,
+    rejected: Mutex<BTreeMap<&'static str, u64>>,
+    log_limiter: LogLimiter,
+}
+
+impl IngestStats {
+    /// Counts one message received from a socket.
+    pub fn record_received(&self) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one message handed on to dispatch.
+    pub fn record_accepted(&self) {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a rejection under `reason` and logs it, rate-limited.
+    pub fn record_rejected(&self, reason: &'static str, source: &Source, detail: &dyn fmt::Display) {
+        if let Ok(mut rejected) = self.rejected.lock() {
+            *rejected.entry(reason).or_insert(0) += 1;
+        }
+        if let Some(suppressed) = self.log_limiter.check() {
+            tracing::warn!(
+                reason,
+                endpoint = %source.url,
+                endpoint_name = %source.name,
+                suppressed,
+                "dropped message: {detail}"
+            );
+        }
+    }
+
+    /// Messages received so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Messages handed to dispatch so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Rejections so far, by reason.
+    pub fn rejected(&self) -> BTreeMap<&'static str, u64> {
+        self.rejected.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source() -> Arc<Source> {
+        Arc::new(Source {
+            name: "test".into(),
+            url: "tcp://127.0.0.1:1".into(),
+        })
+    }
+
+    fn frames(parts: &[&[u8]]) -> Vec<Vec<u8>> {
+        parts.iter().map(|p| p.to_vec()).collect()
+    }
+
+    fn classify_parts(parts: &[&[u8]]) -> Result<Delivery, Reject> {
+        classify(frames(parts), &source(), &Limits::default())
+    }
+
+    #[test]
+    fn accepts_a_fedmsg_envelope() {
+        let body = br#"{"i":1,"msg":{"log":"Hello world"},"msg_id":"2014-f1c49f0b","timestamp":1393878837,"topic":"org.fedoraproject.dev.logger.log","username":"root"}"#;
+        let d = classify_parts(&[b"org.fedoraproject.dev.logger.log", body]).unwrap();
+        assert_eq!(d.topic, "org.fedoraproject.dev.logger.log");
+        assert_eq!(d.msg_id.as_deref(), Some("2014-f1c49f0b"));
+        assert_eq!(d.timestamp, Some(1393878837.0));
+        assert_eq!(d.body.as_bytes(), body);
+        assert!(!d.validated);
+    }
+
+    #[test]
+    fn accepts_float_timestamp_duplicates_and_odd_types() {
+        let d = classify_parts(&[b"t", br#"{"topic":"x","timestamp":1.5,"topic":"t","msg_id":7}"#]).unwrap();
+        assert_eq!(d.timestamp, Some(1.5));
+        assert_eq!(d.msg_id, None);
+    }
+
+    #[test]
+    fn rejects_each_malformed_kind() {
+        let reason = |parts: &[&[u8]]| classify_parts(parts).unwrap_err().reason();
+        assert_eq!(reason(&[b"only-one"]), "frame_count");
+        assert_eq!(reason(&[b"a", b"{}", b"c"]), "frame_count");
+        assert_eq!(reason(&[b"\xff\xfe", b"{}"]), "topic_not_utf8");
+        assert_eq!(reason(&[b"t", b"{\"topic\":\"t\",\"x\":\"\xff\"}"]), "body_not_utf8");
+        assert_eq!(reason(&[b"t", b"not json"]), "not_json");
+        assert_eq!(reason(&[b"t", b"{\"topic\":"]), "not_json");
+        assert_eq!(reason(&[b"t", b"[1,2]"]), "not_object");
+        assert_eq!(reason(&[b"t", b"null"]), "not_object");
+        assert_eq!(reason(&[b"t", b"{\"msg\":1}"]), "no_topic");
+        assert_eq!(reason(&[b"t", b"{\"topic\":5}"]), "no_topic");
+        assert_eq!(reason(&[b"t", b"{\"topic\":\"u\"}"]), "topic_mismatch");
+        assert_eq!(reason(&[b"t", b"{\"topic\":\"t\"} trailing"]), "not_json");
+    }
+
+    #[test]
+    fn rejects_oversized_bodies_before_parsing() {
+        let limits = Limits { max_message_size: 8 };
+        let err = classify(frames(&[b"t", b"{\"topic\":\"t\"}"]), &source(), &limits).unwrap_err();
+        assert_eq!(err, Reject::TooLarge(13));
+    }
+
+    #[test]
+    fn stats_count_by_reason() {
+        let stats = IngestStats::default();
+        let src = source();
+        stats.record_rejected("not_json", &src, &"x");
+        stats.record_rejected("not_json", &src, &"x");
+        stats.record_rejected("frame_count", &src, &"x");
+        let rejected = stats.rejected();
+        assert_eq!(rejected.get("not_json"), Some(&2));
+        assert_eq!(rejected.get("frame_count"), Some(&1));
+    }
+}

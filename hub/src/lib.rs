@@ -1,0 +1,16 @@
+//! fedmsg-hub: a wire-compatible, crash-proof re-implementation of the
+//! Federated Message Bus hub.
+//!
+//! The data path is `transport` → `ingest` → `dispatch` → plugin workers;
+//! see `ARCHITECTURE.md` at the repository root for the whole picture.
+
+pub mod config;
+pub mod crypto;
+pub mod delivery;
+pub mod dispatch;
+pub mod envelope;
+pub mod ingest;
+pub mod loader;
+pub mod ratelimit;
+pub mod topic;
+pub mod transport;

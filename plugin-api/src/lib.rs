@@ -1,0 +1,1 @@
+//! The stable ABI between fedmsg-hub and its consumer plugins.
