@@ -240,7 +240,9 @@ impl Worker {
         let started = Instant::now();
         let outcome = self.instance.consume(delivery);
         let micros = started.elapsed().as_micros().min(u64::MAX as u128) as u64;
-        self.stats.last_processing_us.store(micros, Ordering::Relaxed);
+        self.stats
+            .last_processing_us
+            .store(micros, Ordering::Relaxed);
         let msg_id = delivery.msg_id.as_deref().unwrap_or("");
         match outcome {
             ConsumeOutcome::Consumed => {
@@ -260,7 +262,11 @@ impl Worker {
 
     fn record_panic(&self, msg_id: &str, topic: &str, panic: &str) {
         self.stats.panics.fetch_add(1, Ordering::Relaxed);
-        let in_a_row = self.stats.consecutive_panics.fetch_add(1, Ordering::Relaxed) + 1;
+        let in_a_row = self
+            .stats
+            .consecutive_panics
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
         tracing::error!(plugin = %self.name, msg_id, topic, panic, in_a_row, "plugin panicked in consume");
         if in_a_row >= self.max_consecutive_panics {
             self.stats.disabled.store(true, Ordering::Relaxed);

@@ -120,8 +120,18 @@ impl<'de> Visitor<'de> for HeadVisitor {
         let mut head = Head::default();
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             match key.as_ref() {
-                "topic" => head.topic = map.next_value::<serde_json::Value>()?.as_str().map(str::to_owned),
-                "msg_id" => head.msg_id = map.next_value::<serde_json::Value>()?.as_str().map(str::to_owned),
+                "topic" => {
+                    head.topic = map
+                        .next_value::<serde_json::Value>()?
+                        .as_str()
+                        .map(str::to_owned)
+                }
+                "msg_id" => {
+                    head.msg_id = map
+                        .next_value::<serde_json::Value>()?
+                        .as_str()
+                        .map(str::to_owned)
+                }
                 "timestamp" => head.timestamp = map.next_value::<serde_json::Value>()?.as_f64(),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
@@ -200,7 +210,12 @@ impl IngestStats {
     }
 
     /// Counts a rejection under `reason` and logs it, rate-limited.
-    pub fn record_rejected(&self, reason: &'static str, source: &Source, detail: &dyn fmt::Display) {
+    pub fn record_rejected(
+        &self,
+        reason: &'static str,
+        source: &Source,
+        detail: &dyn fmt::Display,
+    ) {
         if let Ok(mut rejected) = self.rejected.lock() {
             *rejected.entry(reason).or_insert(0) += 1;
         }
@@ -263,7 +278,11 @@ mod tests {
 
     #[test]
     fn accepts_float_timestamp_duplicates_and_odd_types() {
-        let d = classify_parts(&[b"t", br#"{"topic":"x","timestamp":1.5,"topic":"t","msg_id":7}"#]).unwrap();
+        let d = classify_parts(&[
+            b"t",
+            br#"{"topic":"x","timestamp":1.5,"topic":"t","msg_id":7}"#,
+        ])
+        .unwrap();
         assert_eq!(d.timestamp, Some(1.5));
         assert_eq!(d.msg_id, None);
     }
@@ -274,7 +293,10 @@ mod tests {
         assert_eq!(reason(&[b"only-one"]), "frame_count");
         assert_eq!(reason(&[b"a", b"{}", b"c"]), "frame_count");
         assert_eq!(reason(&[b"\xff\xfe", b"{}"]), "topic_not_utf8");
-        assert_eq!(reason(&[b"t", b"{\"topic\":\"t\",\"x\":\"\xff\"}"]), "body_not_utf8");
+        assert_eq!(
+            reason(&[b"t", b"{\"topic\":\"t\",\"x\":\"\xff\"}"]),
+            "body_not_utf8"
+        );
         assert_eq!(reason(&[b"t", b"not json"]), "not_json");
         assert_eq!(reason(&[b"t", b"{\"topic\":"]), "not_json");
         assert_eq!(reason(&[b"t", b"[1,2]"]), "not_object");
@@ -287,7 +309,9 @@ mod tests {
 
     #[test]
     fn rejects_oversized_bodies_before_parsing() {
-        let limits = Limits { max_message_size: 8 };
+        let limits = Limits {
+            max_message_size: 8,
+        };
         let err = classify(frames(&[b"t", b"{\"topic\":\"t\"}"]), &source(), &limits).unwrap_err();
         assert_eq!(err, Reject::TooLarge(13));
     }

@@ -12,5 +12,6 @@ pub mod envelope;
 pub mod ingest;
 pub mod loader;
 pub mod ratelimit;
+pub mod service;
 pub mod topic;
 pub mod transport;

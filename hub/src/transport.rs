@@ -176,11 +176,13 @@ fn open_socket(
     for prefix in prefixes {
         socket.set_subscribe(prefix.as_bytes()).map_err(sock_err)?;
     }
-    socket.connect(url).map_err(|source| TransportError::Connect {
-        name: name.to_owned(),
-        url: url.to_owned(),
-        source,
-    })?;
+    socket
+        .connect(url)
+        .map_err(|source| TransportError::Connect {
+            name: name.to_owned(),
+            url: url.to_owned(),
+            source,
+        })?;
     Ok(socket)
 }
 

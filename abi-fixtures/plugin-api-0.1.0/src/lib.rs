@@ -1,0 +1,2 @@
+//! Frozen fedmsg-plugin-api 0.1.0 ABI types (test fixture); see `abi.rs`.
+pub mod abi;

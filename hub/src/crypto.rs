@@ -1,1 +1,0 @@
-//! crypto (work in progress)

@@ -1,1 +1,0 @@
-//! loader (work in progress)

@@ -1,0 +1,375 @@
+//! The running hub: plugins activated from config, dispatch workers, the
+//! receive loop, and an orderly shutdown.
+//!
+//! Shutdown follows mini-redis's shape: a signal only flips a flag; the
+//! receive loop notices it within one poll interval and returns; dropping
+//! the dispatcher closes every plugin queue; workers drain what is queued
+//! until the drain deadline, call their plugin's shutdown hook and stop.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::dispatch::{ActivePlugin, DispatchSettings, Dispatcher, DrainDeadline, WorkerHandle};
+use crate::ingest::{self, IngestStats, Limits};
+use crate::loader::{self, HubServices, PluginLibrary};
+use crate::topic::{minimize_prefixes, TopicFilter};
+use crate::transport::{SubscribeOptions, Subscriber, TcpKeepalive};
+
+/// What became of one plugin file at start.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginReport {
+    /// The `.so` file.
+    pub file: PathBuf,
+    /// Plugin name, when the file is a plugin.
+    pub name: Option<String>,
+    /// Plugin version.
+    pub version: Option<String>,
+    /// Topic globs (from its config).
+    pub topics: Vec<String>,
+    /// The config key that enables it.
+    pub config_key: Option<String>,
+    /// `enabled`, or why not.
+    pub status: PluginStatus,
+}
+
+/// Whether a plugin runs, and why not.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "state", content = "reason", rename_all = "snake_case")]
+pub enum PluginStatus {
+    /// Enabled by config (and instantiated, when the hub runs).
+    Enabled,
+    /// Its config key is not true.
+    Disabled(String),
+    /// It could not be loaded, described or constructed.
+    Failed(String),
+}
+
+impl std::fmt::Display for PluginStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PluginStatus::Enabled => f.write_str("enabled"),
+            PluginStatus::Disabled(why) => write!(f, "disabled: {why}"),
+            PluginStatus::Failed(why) => write!(f, "failed: {why}"),
+        }
+    }
+}
+
+/// Publishing from plugins arrives with the publishing commands; until then
+/// a plugin's `publish` gets an error that says so.
+struct NoPublishing;
+
+impl HubServices for NoPublishing {
+    fn publish(
+        &self,
+        _plugin: &str,
+        _topic: &str,
+        _body: &serde_json::Value,
+    ) -> Result<(), String> {
+        Err("publishing from plugins is not implemented yet".into())
+    }
+}
+
+/// Loads every plugin in `plugin_dir` and describes it against `config`,
+/// instantiating the enabled ones when `instantiate` is true.
+pub fn prepare_plugins(
+    config: &Config,
+    plugin_dir: &Path,
+    instantiate: bool,
+) -> (Vec<ActivePlugin>, Vec<PluginReport>) {
+    let mut active = Vec::new();
+    let mut reports = Vec::new();
+    for loaded in loader::load_dir(plugin_dir) {
+        match loaded {
+            Ok(library) => {
+                let (plugin, report) = activate(config, &library, instantiate);
+                active.extend(plugin);
+                reports.push(report);
+            }
+            Err(error) => {
+                tracing::error!(file = %error.path.display(), %error, "plugin refused");
+                reports.push(PluginReport {
+                    file: error.path.clone(),
+                    name: None,
+                    version: None,
+                    topics: Vec::new(),
+                    config_key: None,
+                    status: PluginStatus::Failed(error.to_string()),
+                });
+            }
+        }
+    }
+    (active, reports)
+}
+
+fn activate(
+    config: &Config,
+    library: &PluginLibrary,
+    instantiate: bool,
+) -> (Option<ActivePlugin>, PluginReport) {
+    let mut report = PluginReport {
+        file: library.path().to_path_buf(),
+        name: Some(library.name().to_owned()),
+        version: Some(library.version().to_owned()),
+        topics: Vec::new(),
+        config_key: Some(library.config_key().to_owned()),
+        status: PluginStatus::Enabled,
+    };
+    let description = match library.describe(config.raw()) {
+        Ok(description) => description,
+        Err(why) => {
+            report.status = PluginStatus::Failed(format!("describe failed: {why}"));
+            tracing::error!(plugin = library.name(), file = %library.path().display(), error = %why, "plugin refused");
+            return (None, report);
+        }
+    };
+    report.topics = description.topics.clone();
+    if !config.is_enabled(library.config_key()) {
+        report.status = PluginStatus::Disabled(format!("{} is not true", library.config_key()));
+        tracing::info!(
+            plugin = library.name(),
+            config_key = library.config_key(),
+            "disabled by config"
+        );
+        return (None, report);
+    }
+    if !instantiate {
+        return (None, report);
+    }
+    let state_dir = config.state_dir.join(library.name());
+    let services: Arc<dyn HubServices> = Arc::new(NoPublishing);
+    match library.instantiate(config.raw(), services, &state_dir) {
+        Ok(instance) => {
+            let needs_validation = description
+                .validate_signatures
+                .unwrap_or(config.validate_signatures);
+            tracing::info!(
+                plugin = library.name(),
+                version = library.version(),
+                topics = ?description.topics,
+                needs_validation,
+                "enabled by config"
+            );
+            let plugin = ActivePlugin {
+                name: library.name().to_owned(),
+                filter: TopicFilter::new(&description.topics, config.zmq_strict),
+                needs_validation,
+                instance,
+            };
+            (Some(plugin), report)
+        }
+        Err(why) => {
+            tracing::error!(plugin = library.name(), file = %library.path().display(), error = %why, "plugin constructor failed");
+            report.status = PluginStatus::Failed(format!("constructor failed: {why}"));
+            (None, report)
+        }
+    }
+}
+
+/// The counters of a finished (or running) hub, as written to the stats file.
+#[derive(Debug, Serialize)]
+pub struct StatsSnapshot {
+    /// Messages received from sockets.
+    pub received: u64,
+    /// Messages accepted by ingest.
+    pub accepted: u64,
+    /// Rejections by reason.
+    pub rejected: std::collections::BTreeMap<&'static str, u64>,
+    /// Per-plugin counters.
+    pub plugins: Vec<PluginSnapshot>,
+}
+
+/// One plugin's counters.
+#[derive(Debug, Serialize)]
+pub struct PluginSnapshot {
+    /// Plugin name.
+    pub name: String,
+    /// Messages queued for it.
+    pub received: u64,
+    /// Consumed successfully.
+    pub consumed: u64,
+    /// `consume` errors.
+    pub errors: u64,
+    /// `consume` panics.
+    pub panics: u64,
+    /// Dropped for it.
+    pub dropped: u64,
+    /// Still queued.
+    pub backlog: usize,
+    /// Disabled after panics.
+    pub disabled: bool,
+}
+
+fn snapshot(ingest: &IngestStats, workers: &[WorkerHandle]) -> StatsSnapshot {
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    StatsSnapshot {
+        received: ingest.received(),
+        accepted: ingest.accepted(),
+        rejected: ingest.rejected(),
+        plugins: workers
+            .iter()
+            .map(|w| PluginSnapshot {
+                name: w.name.clone(),
+                received: load(&w.stats.received),
+                consumed: load(&w.stats.consumed),
+                errors: load(&w.stats.errors),
+                panics: load(&w.stats.panics),
+                dropped: load(&w.stats.dropped),
+                backlog: w.queue.len(),
+                disabled: w.stats.is_disabled(),
+            })
+            .collect(),
+    }
+}
+
+/// Options of one hub run that do not come from the fedmsg config.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Where to write the counters as JSON at exit.
+    pub stats_file: Option<PathBuf>,
+}
+
+/// Runs the hub until `stop` is set, then shuts down in order.
+pub fn run(
+    config: &Config,
+    plugins: Vec<ActivePlugin>,
+    stop: Arc<AtomicBool>,
+    options: &RunOptions,
+) -> std::io::Result<()> {
+    let mut prefixes: Vec<String> = plugins
+        .iter()
+        .flat_map(|p| p.filter.subscriptions())
+        .collect();
+    minimize_prefixes(&mut prefixes);
+    let deadline = Arc::new(DrainDeadline::default());
+    let settings = DispatchSettings {
+        queue_capacity: config.plugin_queue_capacity,
+        max_consecutive_panics: config.plugin_max_consecutive_panics,
+    };
+    let (dispatcher, workers) = Dispatcher::start(plugins, settings, Arc::clone(&deadline))?;
+    if workers.is_empty() {
+        tracing::warn!("no plugin is enabled: the hub will receive nothing");
+    }
+
+    let ctx = zmq::Context::new();
+    let endpoints = config.endpoint_urls();
+    let (subscriber, errors) =
+        Subscriber::connect(&ctx, &endpoints, &prefixes, &subscribe_options(config));
+    for error in &errors {
+        tracing::error!(%error, "endpoint skipped");
+    }
+    tracing::info!(endpoints = subscriber.len(), plugins = workers.len(), subscriptions = ?prefixes, "hub started");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+
+    let ingest_stats = IngestStats::default();
+    let limits = Limits {
+        max_message_size: config.max_message_size,
+    };
+    let received = subscriber.run(&stop, |source, frames| {
+        ingest_stats.record_received();
+        match ingest::classify(frames, source, &limits) {
+            Ok(delivery) => {
+                ingest_stats.record_accepted();
+                dispatcher.dispatch(&Arc::new(delivery));
+            }
+            Err(reject) => ingest_stats.record_rejected(reject.reason(), source, &reject),
+        }
+    });
+    if let Err(error) = received {
+        tracing::error!(%error, "receive loop failed; shutting down");
+    }
+
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    drop(subscriber);
+    drop(dispatcher);
+    let timeout = Duration::from_secs_f64(config.shutdown_timeout.max(0.0));
+    deadline.start(timeout);
+    tracing::info!(timeout_s = timeout.as_secs_f64(), "draining plugin queues");
+    let stats = join_workers(
+        workers,
+        Instant::now() + timeout + Duration::from_secs(2),
+        &ingest_stats,
+    );
+    log_summary(&stats);
+    if let Some(path) = &options.stats_file {
+        write_stats(path, &stats);
+    }
+    Ok(())
+}
+
+fn subscribe_options(config: &Config) -> SubscribeOptions {
+    let clamp = |v: u64| v.min(i32::MAX as u64) as i32;
+    SubscribeOptions {
+        high_water_mark: clamp(config.high_water_mark),
+        reconnect_ivl: clamp(config.zmq_reconnect_ivl),
+        reconnect_ivl_max: clamp(config.zmq_reconnect_ivl_max),
+        tcp_keepalive: (config.zmq_tcp_keepalive != 0).then(|| TcpKeepalive {
+            cnt: clamp(config.zmq_tcp_keepalive_cnt),
+            idle: clamp(config.zmq_tcp_keepalive_idle),
+            intvl: clamp(config.zmq_tcp_keepalive_intvl),
+        }),
+    }
+}
+
+/// Waits for the workers until `give_up_at`; a plugin stuck in `consume`
+/// past it is left behind (the process exits anyway).
+fn join_workers(
+    workers: Vec<WorkerHandle>,
+    give_up_at: Instant,
+    ingest: &IngestStats,
+) -> StatsSnapshot {
+    while Instant::now() < give_up_at && workers.iter().any(|w| !w.thread.is_finished()) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stats = snapshot(ingest, &workers);
+    for worker in workers {
+        if worker.thread.is_finished() {
+            if worker.thread.join().is_err() {
+                tracing::error!(plugin = %worker.name, "plugin worker thread panicked");
+            }
+        } else {
+            tracing::error!(plugin = %worker.name, "plugin still busy after the drain timeout; abandoning it");
+        }
+    }
+    stats
+}
+
+fn log_summary(stats: &StatsSnapshot) {
+    tracing::info!(
+        received = stats.received,
+        accepted = stats.accepted,
+        "ingest summary"
+    );
+    for (reason, count) in &stats.rejected {
+        tracing::info!(reason, count, "ingest rejections");
+    }
+    for p in &stats.plugins {
+        tracing::info!(
+            plugin = %p.name,
+            received = p.received,
+            consumed = p.consumed,
+            errors = p.errors,
+            panics = p.panics,
+            dropped = p.dropped,
+            disabled = p.disabled,
+            "plugin summary"
+        );
+    }
+}
+
+fn write_stats(path: &Path, stats: &StatsSnapshot) {
+    let written = serde_json::to_vec_pretty(stats)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, bytes)?;
+            std::fs::rename(&tmp, path)
+        });
+    if let Err(error) = written {
+        tracing::error!(path = %path.display(), %error, "cannot write the stats file");
+    }
+}

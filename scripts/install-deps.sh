@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the system packages the build and the tests need (Debian, as root).
+# Idempotent: packages already present are left alone, and apt is not touched
+# at all when everything is there.
+set -euo pipefail
+
+packages=(build-essential pkg-config libssl-dev libzmq3-dev openssl)
+# A machine with its own Python (e.g. pyenv) needs no Debian python3.
+if ! { command -v python3 >/dev/null 2>&1 && python3 -c 'import venv, ensurepip' 2>/dev/null; }; then
+    packages+=(python3 python3-venv)
+fi
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "install-deps: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "install-deps: no cargo on PATH; installing Debian's rust toolchain"
+    apt-get install -y -qq --no-install-recommends cargo rustc
+fi
