@@ -71,6 +71,11 @@ pub enum EnvelopeError {
 /// keep every digit), duplicate keys resolve to the last value, a leading
 /// UTF-8 byte order mark is ignored, and `NaN`/`Infinity`/`-Infinity` are
 /// accepted as described in the module documentation.
+///
+/// # Errors
+///
+/// [`EnvelopeError::Json`] when the bytes are not JSON that serde_json can
+/// represent.
 pub fn parse(bytes: &[u8]) -> Result<Value, EnvelopeError> {
     let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
     match serde_json::from_slice(bytes) {
@@ -130,6 +135,7 @@ fn non_finite_literal(rest: &[u8]) -> Option<(usize, &'static [u8])> {
 }
 
 /// Returns the canonical encoding of `value` (see the module documentation).
+#[must_use]
 pub fn to_canonical(value: &Value) -> String {
     let mut out = Vec::with_capacity(256);
     write_canonical(value, &mut out);

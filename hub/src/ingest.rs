@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 
+use crate::crypto::Rejection;
 use crate::delivery::{Delivery, Source};
 use crate::ratelimit::LogLimiter;
 
@@ -195,7 +196,9 @@ pub struct IngestStats {
     received: AtomicU64,
     accepted: AtomicU64,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
+    invalid: Mutex<BTreeMap<&'static str, u64>>,
     log_limiter: LogLimiter,
+    invalid_log_limiter: LogLimiter,
 }
 
 impl IngestStats {
@@ -228,6 +231,37 @@ impl IngestStats {
                 "dropped message: {detail}"
             );
         }
+    }
+
+    /// Counts a message whose signature check failed and logs it,
+    /// rate-limited. The message still reaches plugins that opted out of
+    /// validation (with `validated == false`).
+    pub fn record_invalid(&self, delivery: &Delivery, rejection: &Rejection) {
+        let reason = rejection.reason();
+        if let Ok(mut invalid) = self.invalid.lock() {
+            *invalid.entry(reason).or_insert(0) += 1;
+        }
+        if let Some(suppressed) = self.invalid_log_limiter.check() {
+            let signer = match rejection {
+                Rejection::Policy { signer, .. }
+                | Rejection::PolicyUnderspecified { signer, .. } => signer.as_str(),
+                _ => "",
+            };
+            tracing::warn!(
+                reason,
+                msg_id = delivery.msg_id.as_deref().unwrap_or(""),
+                topic = %delivery.topic,
+                signer,
+                endpoint = %delivery.source.url,
+                suppressed,
+                "invalid message: {rejection}"
+            );
+        }
+    }
+
+    /// Messages that failed validation so far, by reason.
+    pub fn invalid(&self) -> BTreeMap<&'static str, u64> {
+        self.invalid.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
     /// Messages received so far.

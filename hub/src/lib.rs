@@ -11,6 +11,7 @@ pub mod dispatch;
 pub mod envelope;
 pub mod ingest;
 pub mod loader;
+pub mod pipeline;
 pub mod ratelimit;
 pub mod service;
 pub mod topic;

@@ -14,9 +14,11 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::crypto::{Verifier, VerifierSettings};
 use crate::dispatch::{ActivePlugin, DispatchSettings, Dispatcher, DrainDeadline, WorkerHandle};
 use crate::ingest::{self, IngestStats, Limits};
 use crate::loader::{self, HubServices, PluginLibrary};
+use crate::pipeline::Pipeline;
 use crate::topic::{minimize_prefixes, TopicFilter};
 use crate::transport::{SubscribeOptions, Subscriber, TcpKeepalive};
 
@@ -56,21 +58,6 @@ impl std::fmt::Display for PluginStatus {
             PluginStatus::Disabled(why) => write!(f, "disabled: {why}"),
             PluginStatus::Failed(why) => write!(f, "failed: {why}"),
         }
-    }
-}
-
-/// Publishing from plugins arrives with the publishing commands; until then
-/// a plugin's `publish` gets an error that says so.
-struct NoPublishing;
-
-impl HubServices for NoPublishing {
-    fn publish(
-        &self,
-        _plugin: &str,
-        _topic: &str,
-        _body: &serde_json::Value,
-    ) -> Result<(), String> {
-        Err("publishing from plugins is not implemented yet".into())
     }
 }
 
@@ -141,7 +128,7 @@ fn activate(
         return (None, report);
     }
     let state_dir = config.state_dir.join(library.name());
-    let services: Arc<dyn HubServices> = Arc::new(NoPublishing);
+    let services: Arc<dyn HubServices> = Arc::new(loader::NoPublish::default());
     match library.instantiate(config.raw(), services, &state_dir) {
         Ok(instance) => {
             let needs_validation = description
@@ -179,6 +166,8 @@ pub struct StatsSnapshot {
     pub accepted: u64,
     /// Rejections by reason.
     pub rejected: std::collections::BTreeMap<&'static str, u64>,
+    /// Signature validation failures by reason.
+    pub invalid: std::collections::BTreeMap<&'static str, u64>,
     /// Per-plugin counters.
     pub plugins: Vec<PluginSnapshot>,
 }
@@ -210,6 +199,7 @@ fn snapshot(ingest: &IngestStats, workers: &[WorkerHandle]) -> StatsSnapshot {
         received: ingest.received(),
         accepted: ingest.accepted(),
         rejected: ingest.rejected(),
+        invalid: ingest.invalid(),
         plugins: workers
             .iter()
             .map(|w| PluginSnapshot {
@@ -265,7 +255,16 @@ pub fn run(
     tracing::info!(endpoints = subscriber.len(), plugins = workers.len(), subscriptions = ?prefixes, "hub started");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 
-    let ingest_stats = IngestStats::default();
+    let ingest_stats = Arc::new(IngestStats::default());
+    let mut pipeline = if dispatcher.any_needs_validation() {
+        let threads = config.effective_verify_threads();
+        tracing::info!(threads, "signature validation on");
+        let verifier = Arc::new(Verifier::new(verifier_settings(config)));
+        Pipeline::pooled(dispatcher, verifier, threads, Arc::clone(&ingest_stats))?
+    } else {
+        tracing::info!("signature validation off");
+        Pipeline::inline(dispatcher)
+    };
     let limits = Limits {
         max_message_size: config.max_message_size,
     };
@@ -274,7 +273,7 @@ pub fn run(
         match ingest::classify(frames, source, &limits) {
             Ok(delivery) => {
                 ingest_stats.record_accepted();
-                dispatcher.dispatch(&Arc::new(delivery));
+                pipeline.submit(delivery);
             }
             Err(reject) => ingest_stats.record_rejected(reject.reason(), source, &reject),
         }
@@ -285,7 +284,7 @@ pub fn run(
 
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     drop(subscriber);
-    drop(dispatcher);
+    pipeline.finish();
     let timeout = Duration::from_secs_f64(config.shutdown_timeout.max(0.0));
     deadline.start(timeout);
     tracing::info!(timeout_s = timeout.as_secs_f64(), "draining plugin queues");
@@ -299,6 +298,23 @@ pub fn run(
         write_stats(path, &stats);
     }
     Ok(())
+}
+
+/// The verifier's settings from the fedmsg configuration.
+pub fn verifier_settings(config: &Config) -> VerifierSettings {
+    VerifierSettings {
+        ca_cert_location: config.ca_cert_location.clone(),
+        crl_location: config.crl_location.clone().filter(|l| !l.is_empty()),
+        ca_cert_cache: config.ca_cert_cache.as_ref().map(PathBuf::from),
+        ca_cert_cache_expiry: config.ca_cert_cache_expiry,
+        crl_cache: config.crl_cache.as_ref().map(PathBuf::from),
+        crl_cache_expiry: config.crl_cache_expiry,
+        routing_policy: config.routing_policy.clone(),
+        routing_nitpicky: config.routing_nitpicky,
+        crypto_validate_backends: config.crypto_validate_backends.clone(),
+        crypto_backend: config.crypto_backend.clone(),
+        ..VerifierSettings::default()
+    }
 }
 
 fn subscribe_options(config: &Config) -> SubscribeOptions {
@@ -346,6 +362,9 @@ fn log_summary(stats: &StatsSnapshot) {
     );
     for (reason, count) in &stats.rejected {
         tracing::info!(reason, count, "ingest rejections");
+    }
+    for (reason, count) in &stats.invalid {
+        tracing::info!(reason, count, "validation failures");
     }
     for p in &stats.plugins {
         tracing::info!(

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fedmsg_hub::crypto::{Rejection, Signer, Verdict, Verifier, VerifierSettings};
+use fedmsg_hub::crypto::{
+    CryptoError, Fetcher, Rejection, Signer, Verdict, Verifier, VerifierSettings,
+};
 use openssl::asn1::{Asn1Integer, Asn1Time};
 use openssl::bn::BigNum;
 use openssl::hash::MessageDigest;
@@ -516,4 +518,63 @@ fn verifier_is_shared_by_threads() {
     }
     // Threads racing on the first message may each miss once.
     assert!(verifier.stats().cache_misses <= 4);
+}
+
+/// Serves one body for every URL (or fails), counting requests.
+struct FakeFetcher {
+    body: Option<Vec<u8>>,
+    calls: std::sync::atomic::AtomicU64,
+}
+
+impl Fetcher for FakeFetcher {
+    fn fetch(&self, url: &str) -> Result<Vec<u8>, CryptoError> {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.body.clone().ok_or_else(|| CryptoError::Fetch {
+            url: url.to_owned(),
+            reason: "unreachable".to_owned(),
+        })
+    }
+}
+
+#[test]
+fn https_ca_is_downloaded_into_the_disk_cache() {
+    let s = setup();
+    let cache_dir = tempfile::tempdir().expect("tempdir");
+    let settings = VerifierSettings {
+        ca_cert_location: "https://ca.example.invalid/fedmsg/ca.crt".to_owned(),
+        ca_cert_cache: Some(cache_dir.path().join("ca.crt")),
+        ..VerifierSettings::default()
+    };
+    let m = signed(&s.ca.signer("app01", 10, &rsa_key()), message(1));
+
+    let online = Arc::new(FakeFetcher {
+        body: Some(s.ca.cert.to_pem().expect("pem")),
+        calls: Default::default(),
+    });
+    let verifier = Verifier::with_fetcher(settings.clone(), online.clone());
+    assert!(verifier.verify(&m).is_valid());
+    assert!(cache_dir.path().join("ca.crt").is_file());
+
+    // Next start, network down: the cached copy is used (expiry 0 = the
+    // cache never goes stale, so no download is even attempted).
+    let offline = Arc::new(FakeFetcher {
+        body: None,
+        calls: Default::default(),
+    });
+    assert!(Verifier::with_fetcher(settings.clone(), offline.clone())
+        .verify(&m)
+        .is_valid());
+    assert_eq!(offline.calls.load(std::sync::atomic::Ordering::Relaxed), 0);
+
+    // No cache and no network: a clear rejection.
+    let no_cache = VerifierSettings {
+        ca_cert_cache: None,
+        ..settings
+    };
+    let r = rejection(Verifier::with_fetcher(no_cache, offline).verify(&m));
+    assert!(
+        matches!(&r, Rejection::CaUnavailable(why) if why.contains("unreachable")),
+        "{r:?}"
+    );
 }

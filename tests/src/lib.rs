@@ -272,6 +272,30 @@ impl Hub {
         })
     }
 
+    /// Waits until the hub has subscribed to `publisher`, failing early
+    /// (with the hub's log) if the hub exits first.
+    pub fn wait_subscribed(&mut self, publisher: &mut Publisher) -> Result<()> {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    self.child = None;
+                    bail!("hub exited early ({status}); log:\n{}", self.log());
+                }
+            }
+            if publisher
+                .wait_subscribed(Duration::from_millis(250))
+                .is_ok()
+            {
+                return Ok(());
+            }
+        }
+        bail!(
+            "hub did not subscribe within {WAIT:?}; log:\n{}",
+            self.log()
+        )
+    }
+
     /// The hub's log so far.
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()

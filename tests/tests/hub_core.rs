@@ -49,7 +49,7 @@ fn two_plugins_each_receive_exactly_what_their_globs_match() -> Result<()> {
     );
     sandbox.write_config("base.toml", &config)?;
     let mut hub = Hub::start(&sandbox, &[])?;
-    publisher.wait_subscribed(WAIT)?;
+    hub.wait_subscribed(&mut publisher)?;
 
     let sent = [
         ("org.fedoraproject.prod.buildsys.build.state.change", "m1"),
@@ -77,7 +77,7 @@ fn a_panicking_plugin_is_isolated_then_disabled() -> Result<()> {
     let mut publisher = Publisher::bind()?;
     let sandbox = setup(&publisher, "panic_on = \"boom\"\n")?;
     let mut hub = Hub::start(&sandbox, &["--set", "plugin_max_consecutive_panics=3"])?;
-    publisher.wait_subscribed(WAIT)?;
+    hub.wait_subscribed(&mut publisher)?;
 
     publisher.send("t.ok", "a1")?;
     publisher.send("t.boom", "b1")?; // panic 1
@@ -114,7 +114,7 @@ fn a_slow_plugin_does_not_delay_a_fast_one() -> Result<()> {
     // 200 ms per message: 25 messages keep the slow plugin busy for 5 s.
     let sandbox = setup(&publisher, "sleep_ms = 200\n")?;
     let mut hub = Hub::start(&sandbox, &["--set", "shutdown_timeout=0.5"])?;
-    publisher.wait_subscribed(WAIT)?;
+    hub.wait_subscribed(&mut publisher)?;
 
     let started = Instant::now();
     for i in 0..25 {
@@ -141,7 +141,7 @@ fn malformed_frames_are_counted_and_skipped() -> Result<()> {
     let mut publisher = Publisher::bind()?;
     let sandbox = setup(&publisher, "topic = \"nothing.matches.this.*\"\n")?;
     let mut hub = Hub::start(&sandbox, &["--set", "max_message_size=4096"])?;
-    publisher.wait_subscribed(WAIT)?;
+    hub.wait_subscribed(&mut publisher)?;
 
     let huge = format!("{{\"topic\":\"t\",\"pad\":\"{}\"}}", "x".repeat(5000));
     publisher.send_frames(&[b"t.one-frame"])?;
@@ -183,7 +183,7 @@ fn sigterm_drains_queued_messages_before_exit() -> Result<()> {
     // 100 messages at 20 ms each: 2 s of queued work, well inside the 10 s drain.
     let sandbox = setup(&publisher, "sleep_ms = 20\n")?;
     let mut hub = Hub::start(&sandbox, &[])?;
-    publisher.wait_subscribed(WAIT)?;
+    hub.wait_subscribed(&mut publisher)?;
     let ids: Vec<String> = (0..100).map(|i| format!("m{i}")).collect();
     for id in &ids {
         publisher.send("t.x", id)?;

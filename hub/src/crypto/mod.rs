@@ -95,6 +95,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Outcome of validating one envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
 pub enum Verdict {
     /// Signature, chain and policy are fine; `signer` is the certificate's
     /// first subject CN.

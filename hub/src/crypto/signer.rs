@@ -68,6 +68,10 @@ impl SignerSettings {
     }
 
     /// The certname (file stem in `ssldir`) publisher `name` signs with.
+    ///
+    /// # Errors
+    ///
+    /// [`CryptoError::UnknownCertname`] when `certnames` lacks the key.
     pub fn certname_for(&self, name: &str) -> Result<&str, CryptoError> {
         let key = self.certname_key(name);
         self.certnames
@@ -103,6 +107,11 @@ thread_local! {
 impl Signer {
     /// Loads a certificate and its RSA private key from PEM files. Either file
     /// may start with an OpenSSL text dump before the PEM block.
+    ///
+    /// # Errors
+    ///
+    /// Unreadable files, invalid PEM, a non-RSA key or a key that does not
+    /// match the certificate.
     pub fn from_files(cert: impl AsRef<Path>, key: impl AsRef<Path>) -> Result<Self, CryptoError> {
         let (cert, key) = (cert.as_ref(), key.as_ref());
         let cert_pem = read_file(cert)?;
@@ -117,6 +126,10 @@ impl Signer {
 
     /// Builds the signer that publisher `name` uses according to `settings`
     /// (`<ssldir>/<certname>.crt` and `.key`, reference §1.3 step 7).
+    ///
+    /// # Errors
+    ///
+    /// As [`Signer::from_files`], plus [`CryptoError::UnknownCertname`].
     pub fn for_certname(settings: &SignerSettings, name: &str) -> Result<Self, CryptoError> {
         let certname = settings.certname_for(name)?;
         let cert = settings.ssldir.join(format!("{certname}.crt"));
@@ -126,6 +139,10 @@ impl Signer {
 
     /// Builds a signer from PEM text; `cert_label` / `key_label` name the
     /// sources in error messages.
+    ///
+    /// # Errors
+    ///
+    /// As [`Signer::from_files`], minus the I/O errors.
     pub fn from_pem(
         cert_pem: &[u8],
         key_pem: &[u8],
@@ -172,6 +189,10 @@ impl Signer {
     /// Signs `envelope` in place: sets `crypto = "x509"` and adds
     /// `signature` and `certificate`. Existing `signature` / `certificate`
     /// fields are replaced and not covered (a validator drops them too).
+    ///
+    /// # Errors
+    ///
+    /// [`CryptoError::OpenSsl`] if OpenSSL fails to sign.
     pub fn sign(&self, envelope: &mut Map<String, Value>) -> Result<(), CryptoError> {
         envelope.insert("crypto".to_owned(), Value::String("x509".to_owned()));
         let signature = SIGN_BUFFER.with(|buffer| {
@@ -192,6 +213,10 @@ impl Signer {
     }
 
     /// Like [`Signer::sign`] for a [`Value`], which must be an object.
+    ///
+    /// # Errors
+    ///
+    /// [`CryptoError::NotAnObject`], or as [`Signer::sign`].
     pub fn sign_value(&self, envelope: &mut Value) -> Result<(), CryptoError> {
         match envelope.as_object_mut() {
             Some(map) => self.sign(map),

@@ -52,6 +52,10 @@ impl std::fmt::Display for Location {
 /// network.
 pub trait Fetcher: Send + Sync {
     /// Returns the body of a successful (2xx) GET of `url`.
+    ///
+    /// # Errors
+    ///
+    /// [`CryptoError::Fetch`] when the download fails.
     fn fetch(&self, url: &str) -> Result<Vec<u8>, CryptoError>;
 }
 
@@ -679,6 +683,23 @@ mod tests {
         };
         let error = spec.load(&fetcher).expect_err("no body");
         assert!(error.contains("https://example.invalid/ca.crt"), "{error}");
+    }
+
+    #[test]
+    fn https_fetch_failure_is_an_error_not_a_panic() {
+        let fetcher = HttpsFetcher {
+            timeout: Duration::from_secs(2),
+            attempts: 2,
+            ..HttpsFetcher::default()
+        };
+        // Nothing listens on port 1 of the loopback interface.
+        let error = fetcher
+            .fetch("https://127.0.0.1:1/ca.crt")
+            .expect_err("refused");
+        assert!(
+            matches!(&error, CryptoError::Fetch { url, .. } if url.contains("127.0.0.1")),
+            "{error}"
+        );
     }
 
     #[test]

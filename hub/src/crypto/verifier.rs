@@ -159,6 +159,7 @@ impl Verifier {
     }
 
     /// Validates `envelope` (fedmsg's `validate`).
+    #[must_use = "dropping a verdict means the message was not checked"]
     pub fn verify(&self, envelope: &Value) -> Verdict {
         self.verdict(envelope, None)
     }
@@ -166,17 +167,27 @@ impl Verifier {
     /// Validates `envelope` and requires it to be signed by `signer` (the
     /// certificate's first CN), whatever the routing policy says (fedmsg's
     /// `validate_signed_by`).
+    #[must_use = "dropping a verdict means the message was not checked"]
     pub fn verify_signed_by(&self, envelope: &Value, signer: &str) -> Verdict {
         self.verdict(envelope, Some(signer))
     }
 
     /// Re-reads the CA and CRL now, bypassing the rate limit (e.g. on
     /// SIGHUP). On failure the previous material stays in use.
+    ///
+    /// # Errors
+    ///
+    /// The reason the CA/CRL material is unusable after the reload.
     pub fn reload(&self) -> Result<(), Rejection> {
         self.trust.force_reload()
     }
 
-    /// `Err` with the reason when the CA/CRL material is unusable right now.
+    /// Whether the CA/CRL material is usable right now.
+    ///
+    /// # Errors
+    ///
+    /// [`Rejection::CaUnavailable`] / [`Rejection::CrlUnavailable`] with the
+    /// reason when it is not.
     pub fn trust_status(&self) -> Result<(), Rejection> {
         self.trust
             .snapshot()
