@@ -274,8 +274,9 @@ pub fn write_float(f: f64, out: &mut Vec<u8>) {
         let mut shortest_buf = StackBuf::new();
         let mut nearest_buf = StackBuf::new();
         let mut digits = shortest_digits(f, &mut shortest_buf);
-        if digits.digits.len() == 17 {
-            if let Some(nearest) = nearest_17_digits(f, &mut nearest_buf) {
+        let count = digits.digits.len();
+        if count >= 16 {
+            if let Some(nearest) = nearest_digits(f, count, &mut nearest_buf) {
                 digits = nearest;
             }
         }
@@ -294,7 +295,7 @@ struct Digits<'a> {
 
 /// Shortest round-trip digits, from Rust's `{:e}` formatting. Their count is
 /// the same as Python's `repr`, and so are the digits except for ties (see
-/// [`nearest_17_digits`]).
+/// [`nearest_digits`]).
 fn shortest_digits(f: f64, scratch: &mut StackBuf) -> Digits<'_> {
     use std::fmt::Write as _;
     // A f64 in `{:e}` form is at most ~25 bytes; StackBuf holds 64.
@@ -305,13 +306,14 @@ fn shortest_digits(f: f64, scratch: &mut StackBuf) -> Digits<'_> {
 /// When two shortest candidates are equally close to the float, Python
 /// (David Gay's dtoa) picks the even last digit while Rust's shortest mode
 /// picks the upper one, e.g. 1598779432284802.25 → Python
-/// `1598779432284802.2`, Rust `1598779432284802.3`. Such ties need two
-/// candidates inside one ulp, which only happens with 17 significant digits;
-/// there the correctly rounded (ties-to-even) 17-digit text is Python's
-/// answer whenever it round-trips.
-fn nearest_17_digits(f: f64, scratch: &mut StackBuf) -> Option<Digits<'_>> {
+/// `1598779432284802.2`, Rust `1598779432284802.3`. Two `count`-digit
+/// candidates fit in one ulp (at most 2.2e-16 relative) only when `count` is
+/// 16 or 17; there the correctly rounded (ties-to-even, which Rust's
+/// fixed-precision formatting does) `count`-digit text is Python's answer
+/// whenever it round-trips.
+fn nearest_digits(f: f64, count: usize, scratch: &mut StackBuf) -> Option<Digits<'_>> {
     use std::fmt::Write as _;
-    write!(scratch, "{f:.16e}").ok()?;
+    write!(scratch, "{f:.prec$e}", prec = count.saturating_sub(1)).ok()?;
     let round_trips = std::str::from_utf8(scratch.as_bytes_mut())
         .ok()
         .and_then(|text| text.parse::<f64>().ok())
@@ -715,6 +717,8 @@ mod tests {
             ("12345678901234567890.0", "1.2345678901234567e+19"),
             ("1598779432284802.34079164681", "1598779432284802.2"),
             ("1598779432284802.25", "1598779432284802.2"),
+            ("648743036750707.255", "648743036750707.2"),
+            ("648743036750707.75", "648743036750707.8"),
         ];
         for (input, expected) in cases {
             assert_eq!(canon(input), expected, "input {input}");

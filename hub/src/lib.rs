@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod crypto;
+pub mod dedup;
 pub mod delivery;
 pub mod dispatch;
 pub mod envelope;
@@ -14,5 +15,6 @@ pub mod loader;
 pub mod pipeline;
 pub mod ratelimit;
 pub mod service;
+pub mod status;
 pub mod topic;
 pub mod transport;

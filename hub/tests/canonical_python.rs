@@ -178,7 +178,7 @@ fn hand_picked_documents_match_python() {
         r#"{"a":1,"a":2,"a":{"x":NaN,"y":Infinity,"z":-Infinity}}"#,
         r#"[1504642719.23539,0.0,1504643044.0,1e-07,1e+22,0.1,2.0,100.0,1e15,123e-20]"#,
         // Ties between two shortest candidates: Python picks the even digit.
-        r#"[1598779432284802.25,1598779432284802.34079164681,-1598779432284802.25]"#,
+        r#"[1598779432284802.25,1598779432284802.34079164681,-1598779432284802.25,648743036750707.255]"#,
         "\"raw \u{10ffff} \u{7ff} \u{800} \u{ffff}\"",
         r#"[[[[[[[[[[[]]]]]]]]]],{}]"#,
     ]
@@ -217,6 +217,14 @@ fn many_doubles_match_python_repr() {
             floats.push(base.trunc() + 0.25);
             floats.push(base.trunc() + 0.75);
         }
+        // Doubles with short binary fractions across the binades where
+        // 16- and 17-digit ties live (2^40 .. 2^60), and their negatives.
+        let binade = 40 + (xorshift(&mut state) % 21) as i32;
+        let ulp = 2f64.powi(binade - 52);
+        let steps = (xorshift(&mut state) % (1 << 52)) as f64;
+        let f = 2f64.powi(binade) + steps * ulp;
+        floats.push(f);
+        floats.push(-f);
     }
     // `{:e}` texts parse back to exactly these doubles in both languages.
     let docs: Vec<String> = floats.iter().map(|f| format!("{f:e}")).collect();
