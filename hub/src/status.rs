@@ -135,7 +135,9 @@ pub enum StatusError {
         reason: String,
     },
     /// The file was written by a hub with another format version.
-    #[error("status file {path} has format version {found}; this hub reads version {FORMAT_VERSION}")]
+    #[error(
+        "status file {path} has format version {found}; this hub reads version {FORMAT_VERSION}"
+    )]
     Version {
         /// The file.
         path: PathBuf,
@@ -758,7 +760,10 @@ mod tests {
         let (file, recorded) = StatusFile::open_with(dir.path(), "p", opts(0)).unwrap();
         assert!(recorded.is_none());
         assert!(dir.path().join("p.json.corrupt").exists());
-        assert!(load(file.path(), "p").unwrap().is_some(), "fresh file written");
+        assert!(
+            load(file.path(), "p").unwrap().is_some(),
+            "fresh file written"
+        );
     }
 
     #[test]
@@ -773,14 +778,20 @@ mod tests {
         )
         .unwrap();
         let err = load(&path, "p").unwrap_err();
-        assert!(matches!(err, StatusError::Version { found: 9, .. }), "{err}");
+        assert!(
+            matches!(err, StatusError::Version { found: 9, .. }),
+            "{err}"
+        );
         fs::write(
             &path,
             br#"{"format":"fedmsg-hub-status","version":1,"plugin":"q","position":{}}"#,
         )
         .unwrap();
         let err = load(&path, "p").unwrap_err();
-        assert!(err.to_string().contains("written for plugin \"q\""), "{err}");
+        assert!(
+            err.to_string().contains("written for plugin \"q\""),
+            "{err}"
+        );
         fs::write(
             &path,
             br#"{"format":"fedmsg-hub-status","version":1,"plugin":"p","position":{"finished":{"x":[]}}}"#,

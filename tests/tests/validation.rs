@@ -45,11 +45,13 @@ fn validating_config(sandbox: &Sandbox, publisher: &Publisher) -> String {
          [routing_policy]\n\"org.fedoraproject.dev.logger.log\" = [\"shell-app01\"]\n\
          \"org.fedoraproject.dev.bench.msg\" = [\"shell-app01\"]\n\
          \"org.fedoraproject.dev.reserved.topic\" = [\"shell-app01\"]\n\n\
-         [tally]\nenabled = true\noutput = {:?}\n",
+         [tally]\nenabled = true\noutput = {:?}\n\n\
+         [faulty]\nenabled = true\nvalidate_signatures = false\noutput = {:?}\n",
         pki.join("ca.crt").display().to_string(),
         pki.join("crl.pem").display().to_string(),
         sandbox.base_config(publisher.endpoint()).replace("validate_signatures = false\n", ""),
         sandbox.path().join("tally.jsonl").display().to_string(),
+        sandbox.path().join("optout.jsonl").display().to_string(),
     )
 }
 
@@ -60,6 +62,7 @@ fn every_wire_vector_gets_the_python_hub_verdict() -> Result<()> {
     let mut publisher = Publisher::bind()?;
     let sandbox = Sandbox::new()?;
     sandbox.add_plugin("fedmsg-example-tally")?;
+    sandbox.add_plugin("fedmsg-test-faulty")?;
     sandbox.write_config("base.toml", &validating_config(&sandbox, &publisher))?;
     let mut hub = Hub::start(&sandbox, &[])?;
     hub.wait_subscribed(&mut publisher)?;
@@ -91,6 +94,26 @@ fn every_wire_vector_gets_the_python_hub_verdict() -> Result<()> {
     assert_eq!(invalid["revoked"], 1, "{stats}");
     assert_eq!(invalid["bad_chain"], 1, "{stats}");
     assert_eq!(stats["rejected"]["topic_mismatch"], 1, "{stats}");
+
+    // The plugin that opted out of validation got every well-formed
+    // message (all but the topic-frame mismatch), each marked with the
+    // verdict and the signer.
+    let optout = fedmsg_e2e::read_lines(&sandbox.path().join("optout.jsonl"));
+    let marks: Vec<(bool, Option<&str>)> = optout
+        .iter()
+        .map(|l| (l["validated"] == true, l["signer"].as_str()))
+        .collect();
+    let expected_marks: Vec<(bool, Option<&str>)> = vectors
+        .iter()
+        .filter(|v| !v.file.starts_with("12_"))
+        .map(|v| match v.expect_hub_valid {
+            true if v.file.starts_with("03_") => (true, Some("evil-app02")),
+            true => (true, Some("shell-app01")),
+            false => (false, None),
+        })
+        .collect();
+    assert_eq!(marks, expected_marks);
+
     let files: Vec<&str> = vectors
         .iter()
         .filter(|v| v.expect_hub_valid)

@@ -89,9 +89,8 @@ pub use trust::{Fetcher, HttpsFetcher, Location};
 pub use verifier::{Verifier, VerifierSettings, VerifierStats};
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Outcome of validating one envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -308,59 +307,9 @@ fn unix_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// Lets one event through per interval and counts the ones it swallowed, so
-/// per-message problems give a steady trickle of logs instead of a flood.
-struct RateLimiter {
-    origin: Instant,
-    interval_ms: i64,
-    /// Milliseconds since `origin` of the last event let through (-1 = never).
-    last_ms: AtomicI64,
-    suppressed: AtomicU64,
-}
-
-impl RateLimiter {
-    fn new(interval: std::time::Duration) -> Self {
-        Self {
-            origin: Instant::now(),
-            interval_ms: i64::try_from(interval.as_millis()).unwrap_or(i64::MAX),
-            last_ms: AtomicI64::new(-1),
-            suppressed: AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(number of events swallowed since the last one let through)`
-    /// when this event may be logged.
-    fn allow(&self) -> Option<u64> {
-        let now = i64::try_from(self.origin.elapsed().as_millis()).unwrap_or(i64::MAX);
-        let last = self.last_ms.load(Ordering::Relaxed);
-        let due = last < 0 || now.saturating_sub(last) >= self.interval_ms;
-        if due
-            && self
-                .last_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            return Some(self.suppressed.swap(0, Ordering::Relaxed));
-        }
-        self.suppressed.fetch_add(1, Ordering::Relaxed);
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn rate_limiter_lets_one_through_per_interval() {
-        let limiter = RateLimiter::new(Duration::from_millis(50));
-        assert_eq!(limiter.allow(), Some(0));
-        assert_eq!(limiter.allow(), None);
-        assert_eq!(limiter.allow(), None);
-        std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(limiter.allow(), Some(2));
-    }
 
     #[test]
     fn reasons_are_listed() {

@@ -16,8 +16,9 @@ use super::cache::{CertCache, CertEntry, CertKey};
 use super::codec::{asn1_to_epoch, decode_base64_lenient};
 use super::signer::first_common_name;
 use super::trust::{Fetcher, HttpsFetcher, TrustManager, TrustSnapshot};
-use super::{unix_now, RateLimiter, Rejection, Verdict};
+use super::{unix_now, Rejection, Verdict};
 use crate::envelope;
+use crate::ratelimit::LogLimiter;
 
 /// Everything validation depends on. Field names follow fedmsg's config
 /// keys; the hub maps its configuration onto this.
@@ -106,8 +107,8 @@ pub struct Verifier {
     cache: CertCache,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
-    trouble_log: RateLimiter,
-    policy_log: RateLimiter,
+    trouble_log: LogLimiter,
+    policy_log: LogLimiter,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -148,8 +149,8 @@ impl Verifier {
             settings,
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
-            trouble_log: RateLimiter::new(LOG_INTERVAL),
-            policy_log: RateLimiter::new(LOG_INTERVAL),
+            trouble_log: LogLimiter::new(LOG_INTERVAL),
+            policy_log: LogLimiter::new(LOG_INTERVAL),
         }
     }
 
@@ -355,7 +356,7 @@ impl Verifier {
                 signer: signer.to_owned(),
             }),
             None => {
-                if let Some(suppressed) = self.policy_log.allow() {
+                if let Some(suppressed) = self.policy_log.check() {
                     tracing::warn!(
                         topic = topic.unwrap_or_default(),
                         signer,
@@ -380,7 +381,7 @@ impl Verifier {
             .and_then(Value::as_str)
             .unwrap_or_default();
         if rejection.is_local_trouble() {
-            if let Some(suppressed) = self.trouble_log.allow() {
+            if let Some(suppressed) = self.trouble_log.check() {
                 tracing::error!(%rejection, topic, suppressed, "cannot validate x509 messages");
             }
         } else {

@@ -99,7 +99,9 @@ fn names(value: Option<&Value>, keys: &[&str], out: &mut BTreeSet<String>) {
     let mut add_one = |v: &Value| {
         let name = match v {
             Value::String(s) => Some(s.as_str()),
-            Value::Object(map) => keys.iter().find_map(|k| map.get(*k).and_then(Value::as_str)),
+            Value::Object(map) => keys
+                .iter()
+                .find_map(|k| map.get(*k).and_then(Value::as_str)),
             _ => None,
         };
         if let Some(name) = name.map(str::trim) {
@@ -132,13 +134,20 @@ mod tests {
     fn copr_build() {
         let msg = json!({"build": 598701, "copr": "minsh", "owner": "dvdmuckle", "pkg": "minsh",
                          "user": "dvdmuckle", "what": "build start"});
-        assert_eq!(run("copr", msg), (vec!["dvdmuckle".into()], vec!["minsh".into()]));
+        assert_eq!(
+            run("copr", msg),
+            (vec!["dvdmuckle".into()], vec!["minsh".into()])
+        );
     }
 
     #[test]
     fn koji_build_names_its_package_only_under_buildsys() {
-        let msg = json!({"name": "kernel", "version": "6.1", "release": "1.fc40", "owner": "jforbes"});
-        assert_eq!(run("buildsys", msg.clone()), (vec!["jforbes".into()], vec!["kernel".into()]));
+        let msg =
+            json!({"name": "kernel", "version": "6.1", "release": "1.fc40", "owner": "jforbes"});
+        assert_eq!(
+            run("buildsys", msg.clone()),
+            (vec!["jforbes".into()], vec!["kernel".into()])
+        );
         assert_eq!(run("fas", msg), (vec!["jforbes".into()], vec![]));
     }
 
@@ -175,7 +184,10 @@ mod tests {
             "commit": {"repo": "gitpkg", "username": "committer"},
         });
         let (users, packages) = run("git", msg);
-        assert_eq!(users, ["builder", "committer", "listed", "objuser", "spaced"]);
+        assert_eq!(
+            users,
+            ["builder", "committer", "listed", "objuser", "spaced"]
+        );
         assert_eq!(packages.len(), MAX_NAMES);
         assert_eq!(packages[0], "buildpkg");
         assert!(packages.contains(&"gitpkg".to_string()));

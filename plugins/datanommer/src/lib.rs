@@ -1,1 +1,230 @@
+//! `datanommer`: a fedmsg-hub plugin that stores every message in SQLite
+//! or PostgreSQL, in datanommer's schema, and serves them back through a
+//! datagrepper-compatible `/raw` endpoint.
+//!
+//! ```toml
+//! [datanommer]
+//! enabled = true
+//! # Default: sqlite:///<state_dir>/fedmsg-datanommer/datanommer.db
+//! url = "postgresql://datanommer@127.0.0.1:5432/datanommer"
+//! http_listen = "127.0.0.1:5000"   # optional: serve /raw and /id
+//! topic = "*"                       # optional: a glob or a list
+//! batch_size = 1000                 # rows per transaction at most
+//! flush_interval = 0.25             # seconds a row waits for its batch
+//! queue_capacity = 50000            # rows queued for the writer at most
+//! shutdown_timeout = 10.0           # seconds to retry a down database at exit
+//! http_threads = 2
+//! ```
+//!
+//! `consume` turns the envelope into a [`Row`] (columns, category, users
+//! and packages) and queues it for the writer thread ([`writer`]), which
+//! commits batches; see there for what happens when the database is down.
+//! A full queue refuses the message (consume error, counted).
+//!
+//! The `datanommer` command (`src/bin/datanommer.rs`) reads the same
+//! databases: `stats`, `latest`, `dump`.
 
+#![warn(missing_docs)]
+
+pub mod extract;
+pub mod http;
+pub mod row;
+pub mod store;
+pub mod time;
+pub mod writer;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use fedmsg_plugin_api::{
+    export_plugin, tracing, ConsumeError, ConsumerPlugin, HubContext, Message, PluginConfig,
+    PluginError,
+};
+
+pub use row::Row;
+pub use store::{DbUrl, Store, StoreError};
+pub use writer::{Writer, WriterConfig};
+
+use http::HttpServer;
+
+/// The plugin's settings, from its `[datanommer]` table.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where to store.
+    pub url: DbUrl,
+    /// Where to serve `/raw`, if anywhere.
+    pub http_listen: Option<String>,
+    /// Threads serving HTTP.
+    pub http_threads: usize,
+    /// Batching, queue and shutdown settings.
+    pub writer: WriterConfig,
+}
+
+impl Settings {
+    /// Reads the settings; the default database is
+    /// `<state_dir>/datanommer.db`. `url` may also be given as
+    /// `sqlalchemy.url`, datanommer's own key.
+    pub fn from_config(config: &PluginConfig, state_dir: &Path) -> Result<Settings, PluginError> {
+        let url: Option<String> = match config.get("url")? {
+            Some(url) => Some(url),
+            None => config.get("sqlalchemy.url")?,
+        };
+        let url = match url {
+            Some(url) => DbUrl::parse(&url).map_err(|e| {
+                PluginError::new(format!("config key `{}`: {e}", config.full_key("url")))
+            })?,
+            None => DbUrl::Sqlite(state_dir.join("datanommer.db")),
+        };
+        let seconds = |key: &str, default: f64| -> Result<Duration, PluginError> {
+            let value: f64 = config.get_or(key, default)?;
+            Duration::try_from_secs_f64(value).map_err(|_| {
+                PluginError::new(format!(
+                    "config key `{}`: expected a number of seconds, got {value}",
+                    config.full_key(key)
+                ))
+            })
+        };
+        let at_least_one = |key: &str, default: usize| -> Result<usize, PluginError> {
+            match config.get_or(key, default)? {
+                0 => Err(PluginError::new(format!(
+                    "config key `{}`: must be at least 1",
+                    config.full_key(key)
+                ))),
+                n => Ok(n),
+            }
+        };
+        Ok(Settings {
+            url,
+            http_listen: config.get("http_listen")?,
+            http_threads: at_least_one("http_threads", 2)?,
+            writer: WriterConfig {
+                batch_size: at_least_one("batch_size", 1000)?,
+                flush_interval: seconds("flush_interval", 0.25)?,
+                queue_capacity: at_least_one("queue_capacity", 50_000)?,
+                shutdown_timeout: seconds("shutdown_timeout", 10.0)?,
+            },
+        })
+    }
+}
+
+/// The plugin.
+pub struct Datanommer {
+    writer: Writer,
+    http: Option<HttpServer>,
+    queue_capacity: usize,
+    /// When the last "queue full" warning was logged.
+    overflow_logged: Option<Instant>,
+}
+
+/// Least time between two "queue full" warnings of the plugin's own.
+const OVERFLOW_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl Datanommer {
+    /// The writer's counters.
+    pub fn stats(&self) -> &writer::Stats {
+        self.writer.stats()
+    }
+
+    /// The address `/raw` is served on, when it is.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http.as_ref().and_then(HttpServer::local_addr)
+    }
+}
+
+impl ConsumerPlugin for Datanommer {
+    const CONFIG_KEY: &'static str = "datanommer.enabled";
+
+    fn topics(config: &PluginConfig) -> Result<Vec<String>, PluginError> {
+        Ok(config
+            .get_string_list("topic")?
+            .unwrap_or_else(|| vec!["*".into()]))
+    }
+
+    fn new(config: &PluginConfig, ctx: HubContext) -> Result<Self, PluginError> {
+        let settings = Settings::from_config(config, ctx.state_dir())?;
+        let url = settings.url.clone();
+        // Connect now so that a wrong SQLite path fails the start; a
+        // PostgreSQL server that is down is retried by the writer.
+        let store = match Store::open(&url, true) {
+            Ok(store) => Some(store),
+            Err(e) if matches!(url, DbUrl::Sqlite(_)) => {
+                return Err(PluginError::context(
+                    format!("cannot open {}", url.redacted()),
+                    e,
+                ))
+            }
+            Err(e) => {
+                tracing::warn!(url = %url.redacted(), error = %e,
+                    "datanommer: database unavailable at start; messages are queued until it is back");
+                None
+            }
+        };
+        let queue_capacity = settings.writer.queue_capacity;
+        let batch_size = settings.writer.batch_size;
+        let writer = Writer::spawn(url.clone(), store, settings.writer)?;
+        let http = match &settings.http_listen {
+            Some(listen) => Some(HttpServer::start(
+                listen,
+                url.clone(),
+                settings.http_threads,
+            )?),
+            None => None,
+        };
+        tracing::info!(
+            url = %url.redacted(),
+            http_listen = settings.http_listen.as_deref().unwrap_or(""),
+            batch_size,
+            queue_capacity,
+            "datanommer storing messages"
+        );
+        Ok(Datanommer {
+            writer,
+            http,
+            queue_capacity,
+            overflow_logged: None,
+        })
+    }
+
+    fn consume(&mut self, msg: &Message<'_>) -> Result<(), ConsumeError> {
+        let envelope = msg.json()?;
+        let row = Row::from_envelope(msg.topic(), &envelope, time::now_micros());
+        match self.writer.submit(row) {
+            Ok(()) => Ok(()),
+            Err(row) => {
+                if self
+                    .overflow_logged
+                    .is_none_or(|at| at.elapsed() >= OVERFLOW_LOG_EVERY)
+                {
+                    self.overflow_logged = Some(Instant::now());
+                    let [.., overflowed, _lost, _retries] = self.writer.stats().snapshot();
+                    tracing::warn!(
+                        msg_id = %row.msg_id,
+                        queue_capacity = self.queue_capacity,
+                        overflowed_total = overflowed,
+                        "datanommer: writer queue full; messages are not being stored"
+                    );
+                }
+                Err(ConsumeError::new(format!(
+                    "datanommer queue full ({} messages): not stored",
+                    self.queue_capacity
+                )))
+            }
+        }
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(mut http) = self.http.take() {
+            http.stop();
+        }
+        tracing::info!(
+            queued = self.writer.queued(),
+            "datanommer: committing what is queued"
+        );
+        self.writer.shutdown();
+    }
+}
+
+export_plugin!(Datanommer);
+
+#[cfg(test)]
+mod tests;

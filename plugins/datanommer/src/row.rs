@@ -99,7 +99,10 @@ mod tests {
 
     #[test]
     fn categories() {
-        assert_eq!(category("org.fedoraproject.prod.bodhi.update.comment"), "bodhi");
+        assert_eq!(
+            category("org.fedoraproject.prod.bodhi.update.comment"),
+            "bodhi"
+        );
         assert_eq!(category("org.fedoraproject.dev.logger.log"), "logger");
         assert_eq!(category("/topic/VirtualTopic.eng.ci.x"), "ci");
         assert_eq!(category("org.fedoraproject.prod"), "Unclassified");
@@ -135,7 +138,11 @@ mod tests {
     #[test]
     fn missing_fields_get_datanommer_defaults() {
         let now = 1_700_000_000_500_000;
-        let row = Row::from_envelope("t", &json!({"topic": "t", "timestamp": "soon", "i": "x"}), now);
+        let row = Row::from_envelope(
+            "t",
+            &json!({"topic": "t", "timestamp": "soon", "i": "x"}),
+            now,
+        );
         assert_eq!(row.timestamp, now);
         assert_eq!(row.i, 0);
         assert_eq!(row.msg, "null");

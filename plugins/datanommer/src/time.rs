@@ -117,7 +117,10 @@ mod tests {
             from_sqlite_text("2017-09-05 20:18:39"),
             Some(1_504_642_719 * MICROS)
         );
-        assert_eq!(to_epoch_secs(1_504_643_075 * MICROS).to_string(), "1504643075");
+        assert_eq!(
+            to_epoch_secs(1_504_643_075 * MICROS).to_string(),
+            "1504643075"
+        );
     }
 
     #[test]
@@ -132,8 +135,14 @@ mod tests {
 
     #[test]
     fn user_times() {
-        assert_eq!(parse_user_time("1504643075").unwrap(), 1_504_643_075 * MICROS);
-        assert_eq!(parse_user_time("2017-09-05").unwrap(), 1_504_569_600 * MICROS);
+        assert_eq!(
+            parse_user_time("1504643075").unwrap(),
+            1_504_643_075 * MICROS
+        );
+        assert_eq!(
+            parse_user_time("2017-09-05").unwrap(),
+            1_504_569_600 * MICROS
+        );
         assert_eq!(
             parse_user_time("2017-09-05T20:24:35Z").unwrap(),
             1_504_643_075 * MICROS

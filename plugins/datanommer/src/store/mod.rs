@@ -86,7 +86,9 @@ impl DbUrl {
                 let path = rest
                     .strip_prefix('/')
                     .filter(|p| !p.is_empty())
-                    .ok_or_else(|| bad("expected sqlite:///PATH (relative) or sqlite:////PATH (absolute)"))?;
+                    .ok_or_else(|| {
+                        bad("expected sqlite:///PATH (relative) or sqlite:////PATH (absolute)")
+                    })?;
                 Ok(DbUrl::Sqlite(PathBuf::from(path)))
             }
             "postgresql" | "postgres" => {
@@ -177,6 +179,8 @@ pub struct Query {
     pub not_packages: Vec<String>,
     /// Substrings of the payload's JSON text.
     pub contains: Vec<String>,
+    /// Exact `msg_id`s.
+    pub msg_ids: Vec<String>,
     /// Result order.
     pub order: Order,
     /// Most rows returned (`None`: all).
@@ -199,6 +203,7 @@ impl Default for Query {
             packages: Vec::new(),
             not_packages: Vec::new(),
             contains: Vec::new(),
+            msg_ids: Vec::new(),
             order: Order::Asc,
             limit: None,
             offset: 0,
@@ -224,10 +229,16 @@ pub(crate) fn where_clause(q: &Query, placeholder: fn(usize) -> String) -> (Stri
         placeholder(params.len())
     };
     if let Some(start) = q.start {
-        conds.push(format!("m.timestamp >= {}", bind(Param::Time(start), &mut params)));
+        conds.push(format!(
+            "m.timestamp >= {}",
+            bind(Param::Time(start), &mut params)
+        ));
     }
     if let Some(end) = q.end {
-        conds.push(format!("m.timestamp <= {}", bind(Param::Time(end), &mut params)));
+        conds.push(format!(
+            "m.timestamp <= {}",
+            bind(Param::Time(end), &mut params)
+        ));
     }
     let mut list = |column: &str, values: &[String], negate: bool, params: &mut Vec<Param>| {
         if values.is_empty() {
@@ -241,6 +252,7 @@ pub(crate) fn where_clause(q: &Query, placeholder: fn(usize) -> String) -> (Stri
         Some(format!("{column} {not}IN ({})", holders.join(", ")))
     };
     let mut add = |c: Option<String>| conds.extend(c);
+    add(list("m.msg_id", &q.msg_ids, false, &mut params));
     add(list("m.topic", &q.topics, false, &mut params));
     add(list("m.topic", &q.not_topics, true, &mut params));
     add(list("m.category", &q.categories, false, &mut params));
@@ -253,7 +265,9 @@ pub(crate) fn where_clause(q: &Query, placeholder: fn(usize) -> String) -> (Stri
     ] {
         if let Some(inner) = list(column, values, false, &mut params) {
             let not = if negate { "NOT " } else { "" };
-            add(Some(format!("m.id {not}IN (SELECT msg FROM {table} WHERE {inner})")));
+            add(Some(format!(
+                "m.id {not}IN (SELECT msg FROM {table} WHERE {inner})"
+            )));
         }
     }
     if !q.contains.is_empty() {
@@ -262,7 +276,10 @@ pub(crate) fn where_clause(q: &Query, placeholder: fn(usize) -> String) -> (Stri
             .iter()
             .map(|c| {
                 let pattern = format!("%{}%", escape_like(c));
-                format!("m._msg LIKE {} ESCAPE '\\'", bind(Param::Text(pattern), &mut params))
+                format!(
+                    "m._msg LIKE {} ESCAPE '\\'",
+                    bind(Param::Text(pattern), &mut params)
+                )
             })
             .collect();
         add(Some(format!("({})", likes.join(" OR "))));
@@ -287,7 +304,8 @@ fn escape_like(text: &str) -> String {
 }
 
 /// The columns every message query selects, in [`StoredMessage`] order.
-pub(crate) const COLUMNS: &str = "m.id, m.msg_id, m.i, m.topic, m.timestamp, m.certificate, m.signature, \
+pub(crate) const COLUMNS: &str =
+    "m.id, m.msg_id, m.i, m.topic, m.timestamp, m.certificate, m.signature, \
      m.category, m.username, m.crypto, m.source_name, m.source_version, m._msg, m._headers";
 
 /// The `ORDER BY … LIMIT … OFFSET …` tail of a message query; `all` is the
@@ -374,7 +392,11 @@ impl StoredMessage {
         out.insert("topic".into(), Value::String(self.topic.clone()));
         out.insert(
             "source_name".into(),
-            Value::String(self.source_name.clone().unwrap_or_else(|| "datanommer".into())),
+            Value::String(
+                self.source_name
+                    .clone()
+                    .unwrap_or_else(|| "datanommer".into()),
+            ),
         );
         out.insert(
             "source_version".into(),
@@ -385,7 +407,10 @@ impl StoredMessage {
             ),
         );
         out.insert("i".into(), Value::from(self.i));
-        out.insert("timestamp".into(), float(time::to_epoch_secs(self.timestamp)));
+        out.insert(
+            "timestamp".into(),
+            float(time::to_epoch_secs(self.timestamp)),
+        );
         out.insert("msg".into(), msg);
         out.insert("headers".into(), headers);
         Ok(Value::Object(out))
@@ -438,9 +463,7 @@ impl Store {
 
     /// The messages selected by `q`.
     pub fn messages(&mut self, q: &Query) -> Result<Vec<StoredMessage>, StoreError> {
-        self.each_message(q, &mut |m| {
-            Ok::<_, StoreError>(Some(m))
-        })
+        self.each_message(q, &mut |m| Ok::<_, StoreError>(Some(m)))
     }
 
     /// Calls `f` with each message selected by `q`, streaming (the rows are

@@ -12,7 +12,11 @@
 //! panic_in_new = false           # panic in the constructor
 //! publish_on = "echo"            # a topic containing this is re-published
 //!                                # as `<topic>.reply`; a publish error fails
+//! validate_signatures = false    # opt out of (or into) validation
 //! ```
+//!
+//! Each line also records whether the hub validated the message and who
+//! signed it.
 //!
 //! Messages that panic or fail are not written.
 
@@ -53,6 +57,8 @@ pub struct Faulty {
 struct Line<'a> {
     msg_id: Option<&'a str>,
     topic: &'a str,
+    validated: bool,
+    signer: Option<&'a str>,
 }
 
 impl ConsumerPlugin for Faulty {
@@ -62,6 +68,10 @@ impl ConsumerPlugin for Faulty {
         Ok(config
             .get_string_list("topic")?
             .unwrap_or_else(|| vec!["*".into()]))
+    }
+
+    fn validate_signatures(config: &PluginConfig) -> Result<Option<bool>, PluginError> {
+        Ok(config.get("validate_signatures")?)
     }
 
     fn new(config: &PluginConfig, ctx: HubContext) -> Result<Self, PluginError> {
@@ -109,6 +119,8 @@ impl ConsumerPlugin for Faulty {
             &Line {
                 msg_id: msg.msg_id(),
                 topic,
+                validated: msg.validated(),
+                signer: msg.signer(),
             },
         )?;
         self.line.push(b'\n');
