@@ -126,9 +126,7 @@ impl RunningHub {
         let sinks: Vec<SinkFiles> = (1..=spec.sinks)
             .map(|n| SinkFiles {
                 counter: sandbox.join(format!("sink-{n}.json")),
-                received: spec
-                    .latency
-                    .then(|| sandbox.join(format!("recv-{n}.txt"))),
+                received: spec.latency.then(|| sandbox.join(format!("recv-{n}.txt"))),
             })
             .collect();
         let mut command = match kind {
@@ -197,7 +195,10 @@ impl RunningHub {
 
     /// Every sink's current counter (`None` for a missing file).
     pub fn counters(&self) -> Vec<Option<Counter>> {
-        self.sinks.iter().map(|s| Counter::read(&s.counter)).collect()
+        self.sinks
+            .iter()
+            .map(|s| Counter::read(&s.counter))
+            .collect()
     }
 
     /// The last lines of the hub's log.
@@ -430,8 +431,11 @@ mod tests {
         assert_eq!(Counter::read(&path), None);
         fs::write(&path, r#"{"count": 0, "first_ts": null, "last_ts": null}"#).expect("write");
         assert_eq!(Counter::read(&path), Some(Counter::default()));
-        fs::write(&path, r#"{"count": 3, "first_ts": 1.5, "last_ts": 2.5, "pid": 1}"#)
-            .expect("write");
+        fs::write(
+            &path,
+            r#"{"count": 3, "first_ts": 1.5, "last_ts": 2.5, "pid": 1}"#,
+        )
+        .expect("write");
         assert_eq!(
             Counter::read(&path),
             Some(Counter {

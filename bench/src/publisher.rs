@@ -108,7 +108,12 @@ impl Publisher {
     /// Sends `rate` frames per second, recording each send time. Pacing
     /// sleeps (no busy wait, which would steal a core from the hub); a late
     /// wake-up shifts one message, not the schedule.
-    pub fn paced(&self, frames: &[Frame], rate: f64, interrupted: &dyn Fn() -> bool) -> Result<Sent> {
+    pub fn paced(
+        &self,
+        frames: &[Frame],
+        rate: f64,
+        interrupted: &dyn Fn() -> bool,
+    ) -> Result<Sent> {
         let interval = Duration::from_secs_f64(1.0 / rate.max(1e-3));
         let mut send_ns = Vec::with_capacity(frames.len());
         let origin = Instant::now();

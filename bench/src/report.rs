@@ -252,7 +252,9 @@ pub fn targets(summaries: &[Summary], sign: Option<&SignCost>) -> Vec<Target> {
         .iter()
         .filter(|s| s.hub == "ours")
         .map(|s| s.idle_rss_mb)
-        .fold(None, |acc: Option<f64>, v| Some(acc.map_or(v, |a| a.max(v))));
+        .fold(None, |acc: Option<f64>, v| {
+            Some(acc.map_or(v, |a| a.max(v)))
+        });
     check(
         "idle RSS (largest median of all workloads)",
         "≤ 12 MB",
@@ -322,7 +324,11 @@ pub fn targets_table(targets: &[Target]) -> String {
             Some(false) => "**no**",
             None => "—",
         };
-        let _ = writeln!(out, "| {} | {} | {} | {} |", t.what, t.goal, t.measured, met);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            t.what, t.goal, t.measured, met
+        );
     }
     out
 }

@@ -176,7 +176,9 @@ pub enum BacklogError {
         reason: String,
     },
     /// A page repeated only messages already seen.
-    #[error("datagrepper {url} page {page} holds only messages already seen: the server ignores paging")]
+    #[error(
+        "datagrepper {url} page {page} holds only messages already seen: the server ignores paging"
+    )]
     Loop {
         /// The datagrepper URL.
         url: String,
@@ -325,7 +327,13 @@ impl Backlog {
         self.stats.pages += 1;
         let first = *self.first_pages.get_or_insert(reported_pages);
         if reported_pages != first {
-            tracing::debug!(url = self.url(), page, first, reported_pages, "datagrepper page count changed during the backlog");
+            tracing::debug!(
+                url = self.url(),
+                page,
+                first,
+                reported_pages,
+                "datagrepper page count changed during the backlog"
+            );
         }
         // Follow the server's current count, but never beyond what page 1
         // promised plus a little slack, nor `max_pages`.
@@ -409,7 +417,12 @@ impl Backlog {
         let body = envelope::to_canonical(message);
         if body.len() > self.options.max_message_size {
             self.stats.invalid += 1;
-            tracing::warn!(url = self.url(), msg_id, size = body.len(), "backlog message larger than max_message_size skipped");
+            tracing::warn!(
+                url = self.url(),
+                msg_id,
+                size = body.len(),
+                "backlog message larger than max_message_size skipped"
+            );
             return None;
         }
         Some(Delivery {
@@ -485,7 +498,9 @@ impl Backlog {
         let response = match request.call() {
             Ok(response) => response,
             Err(ureq::Error::Status(status, _)) => return Err(self.status_failure(page, status)),
-            Err(ureq::Error::Transport(transport)) => return Err(Attempt::Retry(transport.to_string())),
+            Err(ureq::Error::Transport(transport)) => {
+                return Err(Attempt::Retry(transport.to_string()))
+            }
         };
         let bytes = self.read_body(page, response)?;
         envelope::parse(&bytes).map_err(|e| Attempt::Retry(format!("response is not JSON: {e}")))

@@ -4,6 +4,8 @@
 //! The data path is `transport` → `ingest` → `dispatch` → plugin workers;
 //! see `ARCHITECTURE.md` at the repository root for the whole picture.
 
+pub mod backlog;
+pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod dedup;
@@ -12,8 +14,12 @@ pub mod dispatch;
 pub mod envelope;
 pub mod ingest;
 pub mod loader;
+pub mod localtime;
+pub mod monitor;
 pub mod pipeline;
+pub mod publish;
 pub mod ratelimit;
+pub mod replay;
 pub mod service;
 pub mod status;
 pub mod topic;

@@ -18,7 +18,9 @@ use crate::crypto::{Verifier, VerifierSettings};
 use crate::dispatch::{ActivePlugin, DispatchSettings, Dispatcher, DrainDeadline, WorkerHandle};
 use crate::ingest::{self, IngestStats, Limits};
 use crate::loader::{self, HubServices, PluginLibrary};
+use crate::monitor::{FailedPlugin, MonitorSources, MonitoredPlugin};
 use crate::pipeline::Pipeline;
+use crate::publish::{HubPublisher, PublisherSnapshot};
 use crate::topic::{minimize_prefixes, TopicFilter};
 use crate::transport::{SubscribeOptions, Subscriber, TcpKeepalive};
 
@@ -62,11 +64,32 @@ impl std::fmt::Display for PluginStatus {
 }
 
 /// Loads every plugin in `plugin_dir` and describes it against `config`,
-/// instantiating the enabled ones when `instantiate` is true.
+/// instantiating the enabled ones when `instantiate` is true. Their
+/// `publish` fails (no publisher): see [`prepare_plugins_publishing`].
 pub fn prepare_plugins(
     config: &Config,
     plugin_dir: &Path,
     instantiate: bool,
+) -> (Vec<ActivePlugin>, Vec<PluginReport>) {
+    load_and_activate(config, plugin_dir, instantiate.then_some(None))
+}
+
+/// Like [`prepare_plugins`] (instantiating), with each plugin's
+/// `HubContext::publish` going through `publisher`.
+pub fn prepare_plugins_publishing(
+    config: &Config,
+    plugin_dir: &Path,
+    publisher: &Arc<HubPublisher>,
+) -> (Vec<ActivePlugin>, Vec<PluginReport>) {
+    load_and_activate(config, plugin_dir, Some(Some(publisher)))
+}
+
+/// `instantiate`: `None` to only describe; `Some(publisher)` to build the
+/// enabled plugins, publishing through `publisher` when there is one.
+fn load_and_activate(
+    config: &Config,
+    plugin_dir: &Path,
+    instantiate: Option<Option<&Arc<HubPublisher>>>,
 ) -> (Vec<ActivePlugin>, Vec<PluginReport>) {
     let mut active = Vec::new();
     let mut reports = Vec::new();
@@ -96,7 +119,7 @@ pub fn prepare_plugins(
 fn activate(
     config: &Config,
     library: &PluginLibrary,
-    instantiate: bool,
+    instantiate: Option<Option<&Arc<HubPublisher>>>,
 ) -> (Option<ActivePlugin>, PluginReport) {
     let mut report = PluginReport {
         file: library.path().to_path_buf(),
@@ -124,11 +147,14 @@ fn activate(
         );
         return (None, report);
     }
-    if !instantiate {
+    let Some(publisher) = instantiate else {
         return (None, report);
-    }
+    };
     let state_dir = config.state_dir.join(library.name());
-    let services: Arc<dyn HubServices> = Arc::new(loader::NoPublish::default());
+    let services: Arc<dyn HubServices> = match publisher {
+        Some(publisher) => publisher.services_for(publish_modname(library.section_path())),
+        None => Arc::new(loader::NoPublish::default()),
+    };
     match library.instantiate(config.raw(), services, &state_dir) {
         Ok(instance) => {
             let needs_validation = description
@@ -157,6 +183,13 @@ fn activate(
     }
 }
 
+/// The module part of the topics a plugin publishes on: the last segment of
+/// its config section (`faulty` for `faulty.enabled`,
+/// `gateway` for `fedmsg.consumers.gateway.enabled`).
+fn publish_modname(section_path: &str) -> &str {
+    section_path.rsplit('.').next().unwrap_or(section_path)
+}
+
 /// The counters of a finished (or running) hub, as written to the stats file.
 #[derive(Debug, Serialize)]
 pub struct StatsSnapshot {
@@ -170,6 +203,9 @@ pub struct StatsSnapshot {
     pub invalid: std::collections::BTreeMap<&'static str, u64>,
     /// Per-plugin counters.
     pub plugins: Vec<PluginSnapshot>,
+    /// The hub publisher's counters, when the hub has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publisher: Option<PublisherSnapshot>,
 }
 
 /// One plugin's counters.
@@ -213,6 +249,7 @@ fn snapshot(ingest: &IngestStats, workers: &[WorkerHandle]) -> StatsSnapshot {
                 disabled: w.stats.is_disabled(),
             })
             .collect(),
+        publisher: None,
     }
 }
 
@@ -221,6 +258,14 @@ fn snapshot(ingest: &IngestStats, workers: &[WorkerHandle]) -> StatsSnapshot {
 pub struct RunOptions {
     /// Where to write the counters as JSON at exit.
     pub stats_file: Option<PathBuf>,
+    /// What became of each plugin file at start (the monitoring socket
+    /// lists those that failed).
+    pub reports: Vec<PluginReport>,
+    /// The hub's publisher (plugins publish through it); closed at the end
+    /// of the run, after the plugins.
+    pub publisher: Option<Arc<HubPublisher>>,
+    /// Interval of the monitoring reports; `None` = moksha's 5 s.
+    pub monitor_interval: Option<Duration>,
 }
 
 /// Runs the hub until `stop` is set, then shuts down in order.
@@ -244,6 +289,8 @@ pub fn run(
     if workers.is_empty() {
         tracing::warn!("no plugin is enabled: the hub will receive nothing");
     }
+    let ingest_stats = Arc::new(IngestStats::default());
+    let monitor = start_monitor(config, &workers, &ingest_stats, options);
 
     let ctx = zmq::Context::new();
     let endpoints = config.endpoint_urls();
@@ -255,7 +302,6 @@ pub fn run(
     tracing::info!(endpoints = subscriber.len(), plugins = workers.len(), subscriptions = ?prefixes, "hub started");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 
-    let ingest_stats = Arc::new(IngestStats::default());
     let mut pipeline = if dispatcher.any_needs_validation() {
         let threads = config.effective_verify_threads();
         tracing::info!(threads, "signature validation on");
@@ -288,16 +334,90 @@ pub fn run(
     let timeout = Duration::from_secs_f64(config.shutdown_timeout.max(0.0));
     deadline.start(timeout);
     tracing::info!(timeout_s = timeout.as_secs_f64(), "draining plugin queues");
-    let stats = join_workers(
+    let mut stats = join_workers(
         workers,
         Instant::now() + timeout + Duration::from_secs(2),
         &ingest_stats,
     );
+    // Plugins may publish until they have drained: close the publisher only
+    // now, and stop the monitor last so that it reports the whole shutdown.
+    if let Some(publisher) = &options.publisher {
+        publisher.close(timeout.max(Duration::from_secs(1)));
+        stats.publisher = Some(publisher.snapshot());
+    }
+    drop(monitor);
     log_summary(&stats);
     if let Some(path) = &options.stats_file {
         write_stats(path, &stats);
     }
     Ok(())
+}
+
+/// Starts the monitoring socket when `moksha.monitoring.socket` is set. A
+/// socket that cannot be set up is logged and the hub runs without it:
+/// consuming matters more than reporting, and `fedmsg-check` then says
+/// UNKNOWN, which an operator notices.
+fn start_monitor(
+    config: &Config,
+    workers: &[WorkerHandle],
+    ingest: &Arc<IngestStats>,
+    options: &RunOptions,
+) -> Option<crate::monitor::Monitor> {
+    let report_of = |name: &str| {
+        options
+            .reports
+            .iter()
+            .find(|r| r.name.as_deref() == Some(name))
+    };
+    let plugins = workers
+        .iter()
+        .map(|w| {
+            let report = report_of(&w.name);
+            MonitoredPlugin {
+                name: w.name.clone(),
+                file: report.map(|r| r.file.clone()).unwrap_or_default(),
+                version: report.and_then(|r| r.version.clone()).unwrap_or_default(),
+                topics: report.map(|r| r.topics.clone()).unwrap_or_default(),
+                stats: Arc::clone(&w.stats),
+                queue: w.queue.clone(),
+            }
+        })
+        .collect();
+    let failed = options
+        .reports
+        .iter()
+        .filter_map(|r| match &r.status {
+            PluginStatus::Failed(why) => Some(FailedPlugin {
+                name: r.name.clone().unwrap_or_else(|| {
+                    r.file
+                        .file_name()
+                        .map(|f| f.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                }),
+                file: r.file.clone(),
+                version: r.version.clone(),
+                error: why.clone(),
+            }),
+            _ => None,
+        })
+        .collect();
+    let sources = MonitorSources {
+        plugins,
+        failed,
+        ingest: Arc::clone(ingest),
+        publisher: options.publisher.clone(),
+        queue_capacity: config.plugin_queue_capacity,
+    };
+    let interval = options
+        .monitor_interval
+        .unwrap_or(crate::monitor::DEFAULT_INTERVAL);
+    match crate::monitor::Monitor::start(&config.moksha.monitoring, sources, interval) {
+        Ok(monitor) => monitor,
+        Err(error) => {
+            tracing::error!(%error, "monitoring socket disabled");
+            None
+        }
+    }
 }
 
 /// The verifier's settings from the fedmsg configuration.

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub mod pg;
+
 /// How long any single wait may take before a test fails. Generous: tests
 /// run on a loaded 2-core machine.
 pub const WAIT: Duration = Duration::from_secs(30);

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use fedmsg_hub::config::{self, ConfigArgs};
+use fedmsg_hub::publish::HubPublisher;
 use fedmsg_hub::service::{self, PluginReport, RunOptions};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -73,10 +74,16 @@ fn run(args: Args) -> anyhow::Result<()> {
 
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(Arc::clone(&stop))?;
-    let (plugins, reports) = service::prepare_plugins(&config, &plugin_dir, true);
+    // Bound before the plugins exist, so that one publishing from its
+    // constructor already reaches the socket.
+    let publisher = Arc::new(HubPublisher::start(&config));
+    let (plugins, reports) = service::prepare_plugins_publishing(&config, &plugin_dir, &publisher);
     warn_unknown_keys(&loaded.unknown_keys, &reports);
     let options = RunOptions {
         stats_file: args.stats_file,
+        reports,
+        publisher: Some(publisher),
+        monitor_interval: None,
     };
     service::run(&config, plugins, stop, &options)?;
     tracing::info!("fedmsg-hub stopped");

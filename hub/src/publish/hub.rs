@@ -411,9 +411,7 @@ mod tests {
         let snapshot = publisher.snapshot();
         assert!(snapshot.published >= 1);
         assert_eq!(snapshot.queued, snapshot.published + snapshot.failed);
-        let err = services
-            .publish("p", "t", &json!({}))
-            .expect_err("closed");
+        let err = services.publish("p", "t", &json!({})).expect_err("closed");
         assert!(err.contains("shutting down"), "{err}");
     }
 
@@ -432,11 +430,12 @@ mod tests {
         };
         let modname: Arc<str> = Arc::from("m");
         publisher.submit(&modname, "t", json!(1)).expect("room");
-        let err = publisher
-            .submit(&modname, "t", json!(2))
-            .expect_err("full");
+        let err = publisher.submit(&modname, "t", json!(2)).expect_err("full");
         assert!(err.contains("full"), "{err}");
         let snapshot = publisher.snapshot();
-        assert_eq!((snapshot.queued, snapshot.dropped, snapshot.backlog), (1, 1, 1));
+        assert_eq!(
+            (snapshot.queued, snapshot.dropped, snapshot.backlog),
+            (1, 1, 1)
+        );
     }
 }

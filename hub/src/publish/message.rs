@@ -236,7 +236,13 @@ mod tests {
         for value in [json!(null), json!(false), json!(0), json!(""), json!([])] {
             assert!(is_falsy(&value), "{value}");
         }
-        for value in [json!(true), json!(1), json!("x"), json!([0]), json!({"a": 0})] {
+        for value in [
+            json!(true),
+            json!(1),
+            json!("x"),
+            json!([0]),
+            json!({"a": 0}),
+        ] {
             assert!(!is_falsy(&value), "{value}");
         }
     }

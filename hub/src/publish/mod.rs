@@ -235,10 +235,14 @@ mod tests {
         let host = short_hostname();
         let mut config = signing_config(&[(&format!("evil.{host}"), "evil-app02")]);
         config.cert_prefix = Some("evil".into());
-        let signer = signer_for(&config, "relay_inbound").expect("ok").expect("on");
+        let signer = signer_for(&config, "relay_inbound")
+            .expect("ok")
+            .expect("on");
         assert_eq!(signer.common_name(), "evil-app02");
         config.certname = Some("shell-app01".into());
-        let signer = signer_for(&config, "relay_inbound").expect("ok").expect("on");
+        let signer = signer_for(&config, "relay_inbound")
+            .expect("ok")
+            .expect("on");
         assert_eq!(signer.common_name(), "shell-app01");
     }
 
@@ -248,10 +252,7 @@ mod tests {
             return;
         }
         let ctx = zmq::Context::new();
-        let sub = ctx.socket(zmq::SUB).expect("sub");
-        sub.bind("tcp://127.0.0.1:*").expect("bind");
-        sub.set_subscribe(b"").expect("subscribe");
-        let url = sub.get_last_endpoint().expect("ep").expect("utf-8");
+        let (url, received) = socket::tests::relay_stub(&ctx);
         let options = SocketOptions {
             high_water_mark: 0,
             linger_ms: 0,
@@ -271,8 +272,9 @@ mod tests {
         let msg_id = publisher
             .publish(topic, serde_json::json!({"log": "héllo"}))
             .expect("publish");
-        assert!(sub.poll(zmq::POLLIN, 10_000).expect("poll") > 0);
-        let frames = sub.recv_multipart(0).expect("recv");
+        let frames = received
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("received");
         assert_eq!(frames[0], b"org.fedoraproject.dev.logger.log");
         let body = std::str::from_utf8(&frames[1]).expect("ascii");
         assert!(body.is_ascii(), "canonical JSON escapes non-ASCII");

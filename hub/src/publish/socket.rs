@@ -47,7 +47,7 @@ pub enum Attach {
 }
 
 /// Socket options of a publisher.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct SocketOptions {
     /// SNDHWM in messages; 0 = unlimited. (fedmsg leaves libzmq's 1000 when
     /// `high_water_mark` is 0; we read 0 as "unlimited" everywhere, as the
@@ -122,10 +122,12 @@ impl PubSocket {
                 // events are lost.
                 let monitor = ConnectMonitor::attach(ctx, &socket).ok();
                 for url in urls {
-                    socket.connect(url).map_err(|source| PublishError::Connect {
-                        url: url.clone(),
-                        source,
-                    })?;
+                    socket
+                        .connect(url)
+                        .map_err(|source| PublishError::Connect {
+                            url: url.clone(),
+                            source,
+                        })?;
                 }
                 (urls.clone(), monitor)
             }
@@ -390,7 +392,7 @@ impl ConnectMonitor {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn options() -> SocketOptions {
@@ -403,10 +405,7 @@ mod tests {
 
     #[test]
     fn bind_addresses_keep_literals_and_replace_names() {
-        assert_eq!(
-            bind_address("tcp://127.0.0.1:3000"),
-            "tcp://127.0.0.1:3000"
-        );
+        assert_eq!(bind_address("tcp://127.0.0.1:3000"), "tcp://127.0.0.1:3000");
         assert_eq!(bind_address("tcp://*:3000"), "tcp://*:3000");
         assert_eq!(bind_address("tcp://[::1]:3000"), "tcp://[::1]:3000");
         assert_eq!(
@@ -458,13 +457,37 @@ mod tests {
         assert!(err.to_string().contains("svc"), "{err}");
     }
 
-    #[test]
-    fn a_connecting_socket_is_ready_once_the_relay_subscribes() {
-        let ctx = zmq::Context::new();
+    /// A bound SUB, polled on its own thread like a relay's: a SUB only
+    /// sends its subscriptions to a new peer once its owner calls into it,
+    /// so an idle test thread would never let the publisher get ready.
+    pub(crate) fn relay_stub(
+        ctx: &zmq::Context,
+    ) -> (String, std::sync::mpsc::Receiver<Vec<Vec<u8>>>) {
         let relay = ctx.socket(zmq::SUB).expect("sub");
         relay.bind("tcp://127.0.0.1:*").expect("bind");
         relay.set_subscribe(b"").expect("subscribe");
         let url = relay.get_last_endpoint().expect("ep").expect("utf-8");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if relay.poll(zmq::POLLIN, 50).unwrap_or(0) > 0 {
+                    let Ok(frames) = relay.recv_multipart(0) else {
+                        return;
+                    };
+                    if tx.send(frames).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        (url, rx)
+    }
+
+    #[test]
+    fn a_connecting_socket_is_ready_once_the_relay_subscribes() {
+        let ctx = zmq::Context::new();
+        let (url, received) = relay_stub(&ctx);
         let mut publisher = PubSocket::open(
             &ctx,
             &Attach::Connect {
@@ -477,9 +500,10 @@ mod tests {
             .wait_ready(Duration::from_secs(20))
             .expect("relay subscribes");
         publisher.send(b"t", b"{}").expect("send");
-        // Delivered at once: no sleep was needed.
-        assert!(relay.poll(zmq::POLLIN, 10_000).expect("poll") > 0);
-        let frames = relay.recv_multipart(0).expect("recv");
+        // The very first message arrives: no sleep was needed.
+        let frames = received
+            .recv_timeout(Duration::from_secs(20))
+            .expect("received");
         assert_eq!(frames, [b"t".to_vec(), b"{}".to_vec()]);
     }
 

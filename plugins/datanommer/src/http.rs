@@ -299,10 +299,10 @@ impl HttpServer {
         let stop = Arc::new(AtomicBool::new(false));
         let mut handles = Vec::new();
         for n in 0..threads.max(1) {
-            let (server, stop, db) = (server.clone(), stop.clone(), db.clone());
+            let (server, flag, db) = (server.clone(), stop.clone(), db.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("datanommer-http-{n}"))
-                .spawn(move || serve(&server, &stop, &db));
+                .spawn(move || serve(&server, &flag, &db));
             match spawned {
                 Ok(handle) => handles.push(handle),
                 Err(e) => {

@@ -151,26 +151,43 @@ impl Writer {
         &self.stats
     }
 
-    /// Closes the queue and waits (bounded: `shutdown_timeout` plus a
-    /// margin) until everything queued is committed or given up.
+    /// Closes the queue and waits until everything queued is committed or
+    /// given up. Bounded: it stops waiting when the writer has made no
+    /// progress for `shutdown_timeout` plus a margin (a long queue being
+    /// written is waited for; a writer stuck in the driver is not).
     pub fn shutdown(&mut self) {
         self.stopping.store(true, Ordering::SeqCst);
         self.tx = None;
         let Some(thread) = self.thread.take() else {
             return;
         };
-        let margin = Duration::from_secs(5);
-        match self.done.recv_timeout(self.shutdown_timeout + margin) {
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => {
-                let _ = thread.join();
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                // Stuck inside the database driver: leave the thread; the
-                // process is about to exit anyway.
-                tracing::error!(
-                    waited_s = (self.shutdown_timeout + margin).as_secs_f64(),
-                    "datanommer writer did not finish; abandoning it"
-                );
+        let patience = self.shutdown_timeout + Duration::from_secs(5);
+        let progress = |s: &Stats| {
+            let [inserted, duplicates, failed, _, lost, _] = s.snapshot();
+            inserted + duplicates + failed + lost
+        };
+        let mut last = progress(&self.stats);
+        let mut idle_since = Instant::now();
+        loop {
+            match self.done.recv_timeout(Duration::from_millis(200)) {
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => {
+                    let _ = thread.join();
+                    return;
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    let now = progress(&self.stats);
+                    if now != last {
+                        (last, idle_since) = (now, Instant::now());
+                    } else if idle_since.elapsed() >= patience {
+                        // Stuck inside the database driver: leave the
+                        // thread; the process is about to exit anyway.
+                        tracing::error!(
+                            waited_s = patience.as_secs_f64(),
+                            "datanommer writer made no progress; abandoning it"
+                        );
+                        return;
+                    }
+                }
             }
         }
     }
@@ -252,7 +269,7 @@ impl Loop {
                 Ok(store) => store.insert_batch(batch),
                 Err(e) => Err(e),
             };
-            let error = match result {
+            let e = match result {
                 Ok(done) => {
                     self.recovered();
                     Stats::add(&self.stats.inserted, done.inserted);

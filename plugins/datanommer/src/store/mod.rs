@@ -224,7 +224,7 @@ pub(crate) enum Param {
 pub(crate) fn where_clause(q: &Query, placeholder: fn(usize) -> String) -> (String, Vec<Param>) {
     let mut params = Vec::new();
     let mut conds: Vec<String> = Vec::new();
-    let mut bind = |p: Param, params: &mut Vec<Param>| {
+    let bind = |p: Param, params: &mut Vec<Param>| {
         params.push(p);
         placeholder(params.len())
     };
@@ -240,7 +240,7 @@ pub(crate) fn where_clause(q: &Query, placeholder: fn(usize) -> String) -> (Stri
             bind(Param::Time(end), &mut params)
         ));
     }
-    let mut list = |column: &str, values: &[String], negate: bool, params: &mut Vec<Param>| {
+    let list = |column: &str, values: &[String], negate: bool, params: &mut Vec<Param>| {
         if values.is_empty() {
             return None;
         }

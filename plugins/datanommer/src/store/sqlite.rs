@@ -162,7 +162,7 @@ impl SqliteStore {
     }
 
     pub(super) fn links(&mut self, id: i64) -> Result<(Vec<String>, Vec<String>), StoreError> {
-        let mut names = |sql: &str| -> Result<Vec<String>, StoreError> {
+        let names = |sql: &str| -> Result<Vec<String>, StoreError> {
             let mut stmt = self.conn.prepare_cached(sql)?;
             let rows = stmt.query_map([id], |r| r.get(0))?;
             Ok(rows.collect::<Result<_, _>>()?)

@@ -1,0 +1,734 @@
+//! The monitoring socket (reference §10.4): when `moksha.monitoring.socket`
+//! is set, the hub binds a PUB there and publishes a single-frame JSON
+//! status of its plugins every 5 s, in moksha's `MonitoringProducer` shape,
+//! so that fedmsg's `fedmsg-check` and ours both read it.
+//!
+//! # The report
+//!
+//! `{"consumers": [...], "producers": [...], "hub": {...}}`. Each consumer
+//! has moksha's fields (`name`, `module`, `topic`, `initialized`,
+//! `exceptions`, `jsonify`, `backlog`, `headcount_in`, `headcount_out`,
+//! `times`), where, as in moksha, `exceptions`, the headcounts and `times`
+//! count only since the previous report. Our own fields follow (moksha
+//! readers ignore unknown fields): `state` (`running`, `disabled` after
+//! panics, `failed` to load or construct, with `error`), the cumulative
+//! `received`, `consumed`, `errors`, `panics`, `dropped`, the
+//! `queue_capacity`, `last_processing_time` (s) and `recent`: the same
+//! counters over the last minute (`recent.seconds` says exactly how long),
+//! which is what `fedmsg-check`'s thresholds look at, so that its verdict
+//! does not depend on when it happened to connect. A disabled or failed
+//! plugin has `initialized: false`, which also makes fedmsg's own
+//! `fedmsg-check -c NAME` complain. `hub` holds ingest and validation
+//! counters.
+//!
+//! # When reports are sent
+//!
+//! Every interval, and also at once when a new subscriber arrives (the
+//! socket is an XPUB), so that `fedmsg-check` answers immediately instead of
+//! waiting up to 5 s; moksha only had the timer.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use serde::{Deserialize, Serialize};
+
+use crate::config::MonitoringConfig;
+use crate::delivery::Delivery;
+use crate::dispatch::PluginStats;
+use crate::ingest::IngestStats;
+use crate::publish::HubPublisher;
+use crate::ratelimit::LogLimiter;
+
+/// moksha's reporting interval.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The window of the `recent` counters.
+pub const RECENT_WINDOW: Duration = Duration::from_secs(60);
+
+/// How often the monitor thread looks at its stop flag and for subscribers.
+const POLL: Duration = Duration::from_millis(100);
+
+/// One monitoring message.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StatusReport {
+    /// The consumers (plugins).
+    pub consumers: Vec<ConsumerStatus>,
+    /// The producers (the monitor itself, the hub publisher).
+    pub producers: Vec<ProducerStatus>,
+    /// Hub-wide counters (absent from moksha's reports).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hub: Option<HubStatus>,
+}
+
+/// One consumer: moksha's fields, then ours (all optional when reading, so
+/// that a Python hub's report parses too).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConsumerStatus {
+    /// Plugin name (moksha: the class name).
+    pub name: String,
+    /// The plugin's file (moksha: the Python module).
+    pub module: String,
+    /// Topic globs (moksha: a string or a list).
+    pub topic: serde_json::Value,
+    /// False once disabled, or when it never started.
+    pub initialized: bool,
+    /// Errors and panics since the previous report.
+    pub exceptions: u64,
+    /// Always true (plugins get JSON).
+    pub jsonify: bool,
+    /// Messages waiting in the plugin's queue.
+    pub backlog: u64,
+    /// Consumed since the previous report.
+    pub headcount_out: u64,
+    /// Queued since the previous report.
+    pub headcount_in: u64,
+    /// Processing times (s) since the previous report; we keep only the
+    /// last one.
+    pub times: Vec<f64>,
+    /// `running`, `disabled` or `failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Why the plugin failed, for `failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Plugin version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Cumulative counters since the hub started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<Counters>,
+    /// The counters over the last [`RECENT_WINDOW`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recent: Option<Window>,
+    /// Capacity of the plugin's queue.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_capacity: Option<u64>,
+    /// Seconds the last `consume` took.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_processing_time: Option<f64>,
+}
+
+/// A plugin's message counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Counters {
+    /// Queued for the plugin.
+    pub received: u64,
+    /// Consumed successfully.
+    pub consumed: u64,
+    /// `consume` errors.
+    pub errors: u64,
+    /// `consume` panics.
+    pub panics: u64,
+    /// Dropped for the plugin (queue full, disabled).
+    pub dropped: u64,
+}
+
+impl Counters {
+    fn of(stats: &PluginStats) -> Counters {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Counters {
+            received: load(&stats.received),
+            consumed: load(&stats.consumed),
+            errors: load(&stats.errors),
+            panics: load(&stats.panics),
+            dropped: load(&stats.dropped),
+        }
+    }
+
+    fn since(&self, earlier: &Counters) -> Counters {
+        Counters {
+            received: self.received.saturating_sub(earlier.received),
+            consumed: self.consumed.saturating_sub(earlier.consumed),
+            errors: self.errors.saturating_sub(earlier.errors),
+            panics: self.panics.saturating_sub(earlier.panics),
+            dropped: self.dropped.saturating_sub(earlier.dropped),
+        }
+    }
+}
+
+/// Counters over a recent window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Window {
+    /// How long the window really is (shorter right after start).
+    pub seconds: f64,
+    /// The counters in it.
+    #[serde(flatten)]
+    pub counters: Counters,
+}
+
+/// One producer: moksha's fields, then ours.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProducerStatus {
+    /// Name.
+    pub name: String,
+    /// Module.
+    pub module: String,
+    /// False when it does not work.
+    pub initialized: bool,
+    /// Failures since the previous report.
+    pub exceptions: u64,
+    /// Polling interval in s (polling producers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frequency: Option<f64>,
+    /// Epoch time of this report (polling producers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub now: Option<f64>,
+    /// Epoch time of the last periodic run (polling producers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_ran: Option<f64>,
+    /// The publisher's bound endpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Why it does not work.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Messages sent (cumulative).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub published: Option<u64>,
+    /// Messages dropped (cumulative).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<u64>,
+    /// Messages that failed (cumulative).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed: Option<u64>,
+    /// Messages waiting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<u64>,
+}
+
+/// Hub-wide counters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HubStatus {
+    /// Process id.
+    pub pid: u32,
+    /// Hub version.
+    pub version: String,
+    /// Epoch time the hub started.
+    pub started: f64,
+    /// Seconds since start.
+    pub uptime: f64,
+    /// Messages received from sockets.
+    pub received: u64,
+    /// Messages accepted by ingest.
+    pub accepted: u64,
+    /// Ingest rejections by reason.
+    pub rejected: BTreeMap<String, u64>,
+    /// Signature validation failures by reason.
+    pub invalid: BTreeMap<String, u64>,
+}
+
+/// A running plugin, as the monitor sees it.
+pub struct MonitoredPlugin {
+    /// Plugin name.
+    pub name: String,
+    /// Its `.so` file.
+    pub file: PathBuf,
+    /// Its version.
+    pub version: String,
+    /// Its topic globs.
+    pub topics: Vec<String>,
+    /// Its counters.
+    pub stats: Arc<PluginStats>,
+    /// Its queue (for the backlog).
+    pub queue: Receiver<Arc<Delivery>>,
+}
+
+/// A plugin that was enabled (or is a broken file) but does not run.
+#[derive(Debug, Clone)]
+pub struct FailedPlugin {
+    /// Plugin name, or the file name when it is not a plugin.
+    pub name: String,
+    /// The file.
+    pub file: PathBuf,
+    /// Version, when known.
+    pub version: Option<String>,
+    /// Why it does not run.
+    pub error: String,
+}
+
+/// Everything a report is made from.
+pub struct MonitorSources {
+    /// Running plugins.
+    pub plugins: Vec<MonitoredPlugin>,
+    /// Plugins that failed to start.
+    pub failed: Vec<FailedPlugin>,
+    /// Ingest counters.
+    pub ingest: Arc<IngestStats>,
+    /// The hub publisher, when the hub has one.
+    pub publisher: Option<Arc<HubPublisher>>,
+    /// `plugin_queue_capacity`.
+    pub queue_capacity: usize,
+}
+
+/// Why the monitoring socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    /// The socket could not be created or configured.
+    #[error("cannot create the monitoring socket: {0}")]
+    Socket(zmq::Error),
+    /// The endpoint could not be bound.
+    #[error("cannot bind the monitoring socket {url}: {source}")]
+    Bind {
+        /// The endpoint.
+        url: String,
+        /// zmq's reason.
+        source: zmq::Error,
+    },
+    /// `socket_mode` could not be applied to the ipc file.
+    #[error("cannot chmod the monitoring socket {path} to {mode:o}: {source}")]
+    Chmod {
+        /// The socket file.
+        path: String,
+        /// The mode.
+        mode: u32,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The reporting thread could not start.
+    #[error("cannot start the monitoring thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// The monitoring thread; stopped on drop.
+pub struct Monitor {
+    endpoint: String,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Monitor {
+    /// Binds the monitoring socket and starts reporting every `interval`.
+    /// `Ok(None)` when no socket is configured.
+    ///
+    /// # Errors
+    ///
+    /// [`MonitorError`] when the socket cannot be bound or chmod-ed.
+    pub fn start(
+        config: &MonitoringConfig,
+        sources: MonitorSources,
+        interval: Duration,
+    ) -> Result<Option<Monitor>, MonitorError> {
+        let Some(url) = config.socket.clone() else {
+            return Ok(None);
+        };
+        let ctx = zmq::Context::new();
+        let socket = bind(&ctx, &url, config.socket_mode)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let reporter = Reporter::new(sources, interval);
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name("monitor".into())
+                .spawn(move || report_loop(&socket, reporter, &stop))
+                .map_err(MonitorError::Thread)?
+        };
+        tracing::info!(endpoint = %url, interval_s = interval.as_secs_f64(), "monitoring socket bound");
+        Ok(Some(Monitor {
+            endpoint: url,
+            stop,
+            thread: Some(thread),
+        }))
+    }
+
+    /// The bound endpoint.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Stops reporting and waits for the thread (at most one poll interval).
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("the monitoring thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn bind(ctx: &zmq::Context, url: &str, mode: Option<u32>) -> Result<zmq::Socket, MonitorError> {
+    let socket = ctx.socket(zmq::XPUB).map_err(MonitorError::Socket)?;
+    socket
+        .set_xpub_verbose(true)
+        .and_then(|()| socket.set_linger(0))
+        .map_err(MonitorError::Socket)?;
+    socket.bind(url).map_err(|source| MonitorError::Bind {
+        url: url.to_owned(),
+        source,
+    })?;
+    if let (Some(path), Some(mode)) = (ipc_path(url), mode) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(
+            |source| MonitorError::Chmod {
+                path: path.to_owned(),
+                mode,
+                source,
+            },
+        )?;
+    }
+    Ok(socket)
+}
+
+/// The file of an `ipc://` endpoint (not for abstract `ipc://@name` ones).
+fn ipc_path(url: &str) -> Option<&str> {
+    url.strip_prefix("ipc://").filter(|p| !p.starts_with('@'))
+}
+
+fn report_loop(socket: &zmq::Socket, mut reporter: Reporter, stop: &AtomicBool) {
+    let send_log = LogLimiter::default();
+    let mut next = Instant::now() + reporter.interval;
+    let poll_ms = i64::try_from(POLL.as_millis()).unwrap_or(100);
+    while !stop.load(Ordering::Relaxed) {
+        let mut newcomer = false;
+        if matches!(socket.poll(zmq::POLLIN, poll_ms), Ok(n) if n > 0) {
+            while let Ok(frame) = socket.recv_bytes(zmq::DONTWAIT) {
+                newcomer |= frame.first() == Some(&1);
+            }
+        }
+        let periodic = Instant::now() >= next;
+        if periodic {
+            next = Instant::now() + reporter.interval;
+        }
+        if newcomer || periodic {
+            let report = reporter.report(periodic);
+            let sent = serde_json::to_vec(&report)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| socket.send(bytes, 0).map_err(|e| e.to_string()));
+            if let Err(error) = sent {
+                if let Some(suppressed) = send_log.check() {
+                    tracing::error!(%error, suppressed, "cannot send a monitoring report");
+                }
+            }
+        }
+    }
+}
+
+/// Builds reports and remembers what the previous one said.
+struct Reporter {
+    sources: MonitorSources,
+    interval: Duration,
+    started: Instant,
+    started_epoch: f64,
+    last_ran: f64,
+    /// Counters at the previous report (moksha's per-report fields).
+    previous: Vec<Counters>,
+    previous_failed: u64,
+    /// Periodic samples covering the last [`RECENT_WINDOW`].
+    samples: VecDeque<(Instant, Vec<Counters>)>,
+}
+
+impl Reporter {
+    fn new(sources: MonitorSources, interval: Duration) -> Reporter {
+        let zero = vec![Counters::default(); sources.plugins.len()];
+        let now = Instant::now();
+        let epoch = epoch_now();
+        Reporter {
+            sources,
+            interval,
+            started: now,
+            started_epoch: epoch,
+            last_ran: epoch,
+            previous: zero.clone(),
+            previous_failed: 0,
+            samples: VecDeque::from([(now, zero)]),
+        }
+    }
+
+    /// The report now; `periodic` reports also advance the recent window.
+    fn report(&mut self, periodic: bool) -> StatusReport {
+        let now = Instant::now();
+        let current: Vec<Counters> = self
+            .sources
+            .plugins
+            .iter()
+            .map(|p| Counters::of(&p.stats))
+            .collect();
+        if periodic {
+            self.last_ran = epoch_now();
+            self.samples.push_back((now, current.clone()));
+            while self.samples.len() > 1
+                && self.samples[1].0 <= now.checked_sub(RECENT_WINDOW).unwrap_or(self.started)
+            {
+                self.samples.pop_front();
+            }
+        }
+        let mut consumers = self.running(&current, now);
+        consumers.extend(self.failed());
+        let producers = self.producers();
+        self.previous = current;
+        StatusReport {
+            consumers,
+            producers,
+            hub: Some(self.hub_status()),
+        }
+    }
+
+    fn running(&self, current: &[Counters], now: Instant) -> Vec<ConsumerStatus> {
+        let (window_start, window_counters) = match self.samples.front() {
+            Some((at, counters)) => (*at, counters.as_slice()),
+            None => (now, current),
+        };
+        let seconds = now.duration_since(window_start).as_secs_f64();
+        let capacity = self.sources.queue_capacity as u64;
+        self.sources
+            .plugins
+            .iter()
+            .enumerate()
+            .map(|(i, plugin)| {
+                let total = current[i];
+                let zero = Counters::default();
+                let since_last = total.since(self.previous.get(i).unwrap_or(&zero));
+                let recent = total.since(window_counters.get(i).unwrap_or(&zero));
+                let last = plugin.stats.last_processing_us.load(Ordering::Relaxed) as f64 / 1e6;
+                let disabled = plugin.stats.is_disabled();
+                ConsumerStatus {
+                    name: plugin.name.clone(),
+                    module: plugin.file.display().to_string(),
+                    topic: serde_json::json!(plugin.topics),
+                    initialized: !disabled,
+                    exceptions: since_last.errors + since_last.panics,
+                    jsonify: true,
+                    backlog: plugin.queue.len() as u64,
+                    headcount_out: since_last.consumed,
+                    headcount_in: since_last.received,
+                    times: if since_last.consumed > 0 {
+                        vec![last]
+                    } else {
+                        Vec::new()
+                    },
+                    state: Some(if disabled { "disabled" } else { "running" }.into()),
+                    error: disabled.then(|| "disabled after consecutive panics".to_owned()),
+                    version: Some(plugin.version.clone()),
+                    total: Some(total),
+                    recent: Some(Window {
+                        seconds,
+                        counters: recent,
+                    }),
+                    queue_capacity: Some(capacity),
+                    last_processing_time: Some(last),
+                }
+            })
+            .collect()
+    }
+
+    fn failed(&self) -> Vec<ConsumerStatus> {
+        self.sources
+            .failed
+            .iter()
+            .map(|f| ConsumerStatus {
+                name: f.name.clone(),
+                module: f.file.display().to_string(),
+                topic: serde_json::Value::Null,
+                initialized: false,
+                jsonify: true,
+                state: Some("failed".into()),
+                error: Some(f.error.clone()),
+                version: f.version.clone(),
+                ..ConsumerStatus::default()
+            })
+            .collect()
+    }
+
+    fn producers(&mut self) -> Vec<ProducerStatus> {
+        let mut producers = vec![ProducerStatus {
+            name: "MonitoringProducer".into(),
+            module: module_path!().into(),
+            initialized: true,
+            exceptions: 0,
+            frequency: Some(self.interval.as_secs_f64()),
+            now: Some(epoch_now()),
+            last_ran: Some(self.last_ran),
+            ..ProducerStatus::default()
+        }];
+        if let Some(publisher) = &self.sources.publisher {
+            let s = publisher.snapshot();
+            let exceptions = s.failed.saturating_sub(self.previous_failed);
+            self.previous_failed = s.failed;
+            producers.push(ProducerStatus {
+                name: s.name,
+                module: "fedmsg_hub::publish".into(),
+                initialized: s.error.is_none(),
+                exceptions,
+                endpoint: s.endpoint,
+                error: s.error,
+                published: Some(s.published),
+                dropped: Some(s.dropped),
+                failed: Some(s.failed),
+                backlog: Some(s.backlog),
+                ..ProducerStatus::default()
+            });
+        }
+        producers
+    }
+
+    fn hub_status(&self) -> HubStatus {
+        let ingest = &self.sources.ingest;
+        let owned = |m: BTreeMap<&'static str, u64>| {
+            m.into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect::<BTreeMap<_, _>>()
+        };
+        HubStatus {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            started: self.started_epoch,
+            uptime: self.started.elapsed().as_secs_f64(),
+            received: ingest.received(),
+            accepted: ingest.accepted(),
+            rejected: owned(ingest.rejected()),
+            invalid: owned(ingest.invalid()),
+        }
+    }
+}
+
+fn epoch_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plugin(name: &str) -> (MonitoredPlugin, crossbeam_channel::Sender<Arc<Delivery>>) {
+        let (tx, rx) = crossbeam_channel::bounded(10);
+        let plugin = MonitoredPlugin {
+            name: name.into(),
+            file: PathBuf::from(format!("/p/lib{name}.so")),
+            version: "1.0.0".into(),
+            topics: vec!["org.*".into()],
+            stats: Arc::new(PluginStats::default()),
+            queue: rx,
+        };
+        (plugin, tx)
+    }
+
+    fn sources(plugins: Vec<MonitoredPlugin>) -> MonitorSources {
+        MonitorSources {
+            plugins,
+            failed: vec![FailedPlugin {
+                name: "broken".into(),
+                file: PathBuf::from("/p/libbroken.so"),
+                version: None,
+                error: "constructor failed: boom".into(),
+            }],
+            ingest: Arc::new(IngestStats::default()),
+            publisher: None,
+            queue_capacity: 10,
+        }
+    }
+
+    #[test]
+    fn reports_have_moksha_fields_and_window_deltas() {
+        let (p, _tx) = plugin("tally");
+        let stats = Arc::clone(&p.stats);
+        let mut reporter = Reporter::new(sources(vec![p]), Duration::from_secs(5));
+        stats.received.store(3, Ordering::Relaxed);
+        stats.consumed.store(2, Ordering::Relaxed);
+        stats.errors.store(1, Ordering::Relaxed);
+        stats.last_processing_us.store(1500, Ordering::Relaxed);
+        let first = reporter.report(true);
+        let tally = &first.consumers[0];
+        assert_eq!(
+            (tally.headcount_in, tally.headcount_out, tally.exceptions),
+            (3, 2, 1)
+        );
+        assert_eq!(tally.times, [0.0015]);
+        assert!(tally.initialized);
+        assert_eq!(tally.recent.expect("recent").counters.errors, 1);
+
+        // moksha's fields restart from zero; ours do not.
+        let second = reporter.report(false);
+        let tally = &second.consumers[0];
+        assert_eq!((tally.headcount_in, tally.exceptions), (0, 0));
+        assert!(tally.times.is_empty());
+        assert_eq!(tally.total.expect("total").received, 3);
+        assert_eq!(tally.recent.expect("recent").counters.received, 3);
+
+        let broken = &second.consumers[1];
+        assert_eq!(broken.state.as_deref(), Some("failed"));
+        assert!(!broken.initialized);
+        assert_eq!(second.producers[0].name, "MonitoringProducer");
+    }
+
+    #[test]
+    fn a_disabled_plugin_is_not_initialized() {
+        let (p, _tx) = plugin("faulty");
+        p.stats.disabled.store(true, Ordering::Relaxed);
+        let mut reporter = Reporter::new(sources(vec![p]), Duration::from_secs(5));
+        let report = reporter.report(true);
+        assert!(!report.consumers[0].initialized);
+        assert_eq!(report.consumers[0].state.as_deref(), Some("disabled"));
+    }
+
+    #[test]
+    fn python_reports_parse() {
+        let moksha = r#"{"consumers": [{"name": "CounterConsumer", "module": "pyfedmsg_counter",
+            "topic": "*", "initialized": true, "exceptions": 0, "jsonify": true, "backlog": 0,
+            "headcount_out": 0, "headcount_in": 0, "times": []}],
+            "producers": [{"name": "MonitoringProducer", "module": "moksha.hub.monitoring",
+            "initialized": true, "exceptions": 0, "frequency": 5, "now": 1.5, "last_ran": 1.0}]}"#;
+        let report: StatusReport = serde_json::from_str(moksha).expect("parses");
+        assert_eq!(report.consumers[0].name, "CounterConsumer");
+        assert!(report.consumers[0].recent.is_none());
+        assert_eq!(report.producers[0].frequency, Some(5.0));
+    }
+
+    #[test]
+    fn the_socket_answers_a_new_subscriber_at_once_and_applies_the_mode() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("monitor.sock");
+        let url = format!("ipc://{}", path.display());
+        let config = MonitoringConfig {
+            socket: Some(url.clone()),
+            socket_mode: Some(0o640),
+        };
+        let (p, _tx) = plugin("tally");
+        // A long interval: only the subscription can trigger the report.
+        let monitor = Monitor::start(&config, sources(vec![p]), Duration::from_secs(3600))
+            .expect("start")
+            .expect("configured");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path)
+            .expect("socket file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o640);
+
+        let ctx = zmq::Context::new();
+        let sub = ctx.socket(zmq::SUB).expect("sub");
+        sub.set_subscribe(b"").expect("subscribe");
+        sub.connect(&url).expect("connect");
+        assert!(
+            sub.poll(zmq::POLLIN, 20_000).expect("poll") > 0,
+            "no report"
+        );
+        let report: StatusReport =
+            serde_json::from_slice(&sub.recv_bytes(0).expect("recv")).expect("json");
+        assert_eq!(report.consumers[0].name, "tally");
+        assert!(report.hub.is_some());
+        monitor.stop();
+    }
+}
