@@ -1,6 +1,6 @@
 //! The datagrepper backlog: what a plugin missed while the hub was down.
 //!
-//! At start, for a plugin with a recorded [`Position`](crate::status::Position),
+//! At start, for a plugin with a recorded [`Position`],
 //! the hub asks `datagrepper_url` (a datagrepper `/raw` endpoint, or the
 //! datanommer plugin's compatible one) for every message from the position's
 //! `resume_from` second up to `end`, page by page

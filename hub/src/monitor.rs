@@ -561,7 +561,10 @@ impl Reporter {
             last_ran: Some(self.last_ran),
             ..ProducerStatus::default()
         }];
-        if let Some(publisher) = &self.sources.publisher {
+        // A hub without an endpoint of its own does not publish, by
+        // design: not a producer then.
+        let publisher = self.sources.publisher.as_ref().filter(|p| p.is_configured());
+        if let Some(publisher) = publisher {
             let s = publisher.snapshot();
             let exceptions = s.failed.saturating_sub(self.previous_failed);
             self.previous_failed = s.failed;

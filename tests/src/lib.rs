@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub mod bus;
 pub mod pg;
 
 /// How long any single wait may take before a test fails. Generous: tests

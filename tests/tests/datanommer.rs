@@ -51,7 +51,11 @@ impl Db {
             Db::Pg(c) => c
                 .query(sql, &[])?
                 .iter()
-                .map(|r| (0..r.len()).map(|i| r.get::<_, Option<String>>(i)).collect())
+                .map(|r| {
+                    (0..r.len())
+                        .map(|i| r.get::<_, Option<String>>(i))
+                        .collect()
+                })
                 .collect(),
         })
     }
@@ -200,10 +204,16 @@ fn stores_every_column(url: &str, postgres: bool) -> Result<()> {
     let status = hub.terminate()?;
     ensure!(status.success(), "hub exit {status}");
     let stats = hub.plugin_stats(PLUGIN)?;
-    ensure!(stats["consumed"] == json!(expected + usize::from(postgres) + 1), "{stats}");
+    ensure!(
+        stats["consumed"] == json!(expected + usize::from(postgres) + 1),
+        "{stats}"
+    );
     let log = hub.log();
     ensure!(log.contains("datanommer writer stopped"), "{log}");
-    ensure!(log.contains("duplicates=1"), "duplicate not reported: {log}");
+    ensure!(
+        log.contains("duplicates=1"),
+        "duplicate not reported: {log}"
+    );
     if postgres {
         ensure!(log.contains("the database refused this message"), "{log}");
     }
@@ -220,7 +230,9 @@ fn stores_every_column(url: &str, postgres: bool) -> Result<()> {
         .collect();
     let text = |v: &Value| v.as_str().map(str::to_owned);
     for m in fixture.iter().chain(&synthetic[..]) {
-        let Some(id) = m["msg_id"].as_str() else { continue };
+        let Some(id) = m["msg_id"].as_str() else {
+            continue;
+        };
         if postgres && id == "2026-synthetic-nul" {
             ensure!(!by_id.contains_key(id));
             continue;
@@ -235,16 +247,21 @@ fn stores_every_column(url: &str, postgres: bool) -> Result<()> {
         let ts = m["timestamp"].as_f64().context("ts")?;
         let secs = ts.floor() as i64;
         let frac = ((ts - ts.floor()) * 1e6).round() as i64;
-        let expected_stamp = stamp(&format!(
-            "{}.{frac:06}",
-            chrono_like(secs)
-        ));
+        let expected_stamp = stamp(&format!("{}.{frac:06}", chrono_like(secs)));
         let msg: Value = serde_json::from_str(row[11].as_deref().context("_msg")?)?;
         let headers: Option<Value> = row[12].as_deref().map(serde_json::from_str).transpose()?;
         let checks = [
-            ("i", row[1].clone(), Some(m.get("i").map_or("0".into(), |i| i.to_string()))),
+            (
+                "i",
+                row[1].clone(),
+                Some(m.get("i").map_or("0".into(), |i| i.to_string())),
+            ),
             ("topic", row[2].clone(), Some(topic.to_owned())),
-            ("timestamp", row[3].as_deref().map(stamp), Some(expected_stamp)),
+            (
+                "timestamp",
+                row[3].as_deref().map(stamp),
+                Some(expected_stamp),
+            ),
             ("certificate", row[4].clone(), text(&m["certificate"])),
             ("signature", row[5].clone(), text(&m["signature"])),
             ("category", row[6].clone(), Some(category.to_owned())),
@@ -253,17 +270,30 @@ fn stores_every_column(url: &str, postgres: bool) -> Result<()> {
             ("source_name", row[9].clone(), Some("datanommer".into())),
         ];
         for (column, got, want) in checks {
-            ensure!(got == want, "{id}: column {column}: got {got:?}, want {want:?}");
+            ensure!(
+                got == want,
+                "{id}: column {column}: got {got:?}, want {want:?}"
+            );
         }
         ensure!(row[10].is_some(), "{id}: source_version");
         // Exact numbers: compare the JSON text of every number too.
-        ensure!(msg.to_string() == m["msg"].to_string(), "{id}: _msg {msg} != {}", m["msg"]);
-        ensure!(headers.as_ref() == m.get("headers"), "{id}: _headers {headers:?}");
+        ensure!(
+            msg.to_string() == m["msg"].to_string(),
+            "{id}: _msg {msg} != {}",
+            m["msg"]
+        );
+        ensure!(
+            headers.as_ref() == m.get("headers"),
+            "{id}: _headers {headers:?}"
+        );
     }
     // The message without msg_id got `<year>-<uuid4>` and i = 0.
     let generated = db.rows("SELECT msg_id, CAST(i AS TEXT) FROM messages WHERE topic = 'org.fedoraproject.prod.fas.user.create'")?;
     let generated_id = generated[0][0].clone().context("msg_id")?;
-    ensure!(generated_id.len() == 41 && generated_id.as_bytes()[4] == b'-', "{generated_id}");
+    ensure!(
+        generated_id.len() == 41 && generated_id.as_bytes()[4] == b'-',
+        "{generated_id}"
+    );
     ensure!(generated[0][1].as_deref() == Some("0"));
 
     // Links.
@@ -321,20 +351,54 @@ fn stores_every_column(url: &str, postgres: bool) -> Result<()> {
     let distinct_categories = per_category.len();
     ensure!(datanommer(url, &["stats"])? == lines(per_category));
     ensure!(datanommer(url, &["stats", "--topic", "--category", "copr"])? == lines(per_copr_topic));
-    let latest: Value = serde_json::from_str(&datanommer(url, &["latest", "--topic", "org.fedoraproject.prod.copr.build.start"])?)?;
+    let latest: Value = serde_json::from_str(&datanommer(
+        url,
+        &[
+            "latest",
+            "--topic",
+            "org.fedoraproject.prod.copr.build.start",
+        ],
+    )?)?;
     ensure!(latest[0]["copr"]["msg_id"] == copr, "{latest}");
     let per_category: Value = serde_json::from_str(&datanommer(url, &["latest"])?)?;
-    ensure!(per_category[0].as_object().is_some_and(|o| o.len() == 1), "{per_category}");
-    ensure!(per_category.as_array().map(Vec::len) == Some(distinct_categories), "{per_category}");
-    let dump = datanommer(url, &["dump", "--since", "2017-09-05T20:24:30", "--until", "1504643075"])?;
-    let dumped: Vec<Value> = dump.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+    ensure!(
+        per_category[0].as_object().is_some_and(|o| o.len() == 1),
+        "{per_category}"
+    );
+    ensure!(
+        per_category.as_array().map(Vec::len) == Some(distinct_categories),
+        "{per_category}"
+    );
+    let dump = datanommer(
+        url,
+        &[
+            "dump",
+            "--since",
+            "2017-09-05T20:24:30",
+            "--until",
+            "1504643075",
+        ],
+    )?;
+    let dumped: Vec<Value> = dump
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
     let want: Vec<&Value> = fixture
         .iter()
         .filter(|m| (1_504_643_070..=1_504_643_075).contains(&m["timestamp"].as_i64().unwrap_or(0)))
         .collect();
-    ensure!(dumped.len() == want.len() && !want.is_empty(), "dump gave {} of {}", dumped.len(), want.len());
-    ensure!(dumped.windows(2).all(|w| w[0]["timestamp"].as_f64() <= w[1]["timestamp"].as_f64()));
-    ensure!(dumped.iter().all(|d| d["source_name"] == "datanommer" && d["headers"] == json!({})));
+    ensure!(
+        dumped.len() == want.len() && !want.is_empty(),
+        "dump gave {} of {}",
+        dumped.len(),
+        want.len()
+    );
+    ensure!(dumped
+        .windows(2)
+        .all(|w| w[0]["timestamp"].as_f64() <= w[1]["timestamp"].as_f64()));
+    ensure!(dumped
+        .iter()
+        .all(|d| d["source_name"] == "datanommer" && d["headers"] == json!({})));
     Ok(())
 }
 
@@ -352,7 +416,12 @@ fn chrono_like(secs: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[test]
@@ -379,7 +448,10 @@ fn a_postgres_outage_loses_nothing() -> Result<()> {
         for n in from..to {
             let m = json!({"topic": "org.fedoraproject.prod.outage.test", "msg_id": format!("outage-{n:04}"),
                            "timestamp": 1_700_000_000 + n, "i": n, "username": "t", "msg": {"n": n}});
-            publisher.send_frames(&[b"org.fedoraproject.prod.outage.test", m.to_string().as_bytes()])?;
+            publisher.send_frames(&[
+                b"org.fedoraproject.prod.outage.test",
+                m.to_string().as_bytes(),
+            ])?;
         }
         Ok(())
     };
@@ -416,7 +488,11 @@ fn a_postgres_outage_loses_nothing() -> Result<()> {
         .filter_map(|r| r[0].clone())
         .collect();
     let want: BTreeSet<String> = (0..400).map(|n| format!("outage-{n:04}")).collect();
-    ensure!(ids == want, "missing: {:?}", want.difference(&ids).collect::<Vec<_>>());
+    ensure!(
+        ids == want,
+        "missing: {:?}",
+        want.difference(&ids).collect::<Vec<_>>()
+    );
     let stats = hub.plugin_stats(PLUGIN)?;
     ensure!(stats["consumed"] == 400 && stats["errors"] == 0, "{stats}");
     Ok(())
@@ -465,14 +541,28 @@ fn all_pages(addr: &str, query: &str, rows: usize) -> Result<Vec<String>> {
     ensure!(status == 200, "{status}: {first}");
     let total = first["total"].as_u64().context("total")? as usize;
     let pages = first["pages"].as_u64().context("pages")? as usize;
-    ensure!(pages == total.div_ceil(rows), "pages {pages} for total {total}");
+    ensure!(
+        pages == total.div_ceil(rows),
+        "pages {pages} for total {total}"
+    );
     let mut ids = Vec::new();
     for page in 1..=pages + 1 {
-        let (status, body) = http_get_json(addr, &format!("/raw?{query}&rows_per_page={rows}&page={page}"))?;
+        let (status, body) = http_get_json(
+            addr,
+            &format!("/raw?{query}&rows_per_page={rows}&page={page}"),
+        )?;
         ensure!(status == 200, "{status}: {body}");
         let messages = body["raw_messages"].as_array().context("raw_messages")?;
-        let want = if page <= pages { rows.min(total - (page - 1) * rows) } else { 0 };
-        ensure!(messages.len() == want && body["count"] == json!(want), "page {page}: {} messages", messages.len());
+        let want = if page <= pages {
+            rows.min(total - (page - 1) * rows)
+        } else {
+            0
+        };
+        ensure!(
+            messages.len() == want && body["count"] == json!(want),
+            "page {page}: {} messages",
+            messages.len()
+        );
         ensure!(body["total"] == json!(total));
         for m in messages {
             ids.push(m["msg_id"].as_str().context("msg_id")?.to_owned());
@@ -508,37 +598,96 @@ fn raw_pages_and_filters(url: &str) -> Result<()> {
     };
     let check = |query: &str, want: Vec<String>| -> Result<()> {
         let got = all_pages(&addr, &format!("{query}&order=asc"), 100)?;
-        ensure!(sorted(got.clone()) == sorted(want.clone()), "{query}: got {} want {}", got.len(), want.len());
-        ensure!(got.len() == got.iter().collect::<BTreeSet<_>>().len(), "{query}: duplicates");
+        ensure!(
+            sorted(got.clone()) == sorted(want.clone()),
+            "{query}: got {} want {}",
+            got.len(),
+            want.len()
+        );
+        ensure!(
+            got.len() == got.iter().collect::<BTreeSet<_>>().len(),
+            "{query}: duplicates"
+        );
         Ok(())
     };
-    check(&format!("{range}&topic={}", TOPICS[2]), set.ids(|n, _| n % 5 == 2))?;
-    check(&format!("{range}&topic={}&topic={}", TOPICS[0], TOPICS[4]), set.ids(|n, _| n % 5 == 0 || n % 5 == 4))?;
-    check(&format!("{range}&category=buildsys"), set.ids(|n, _| n % 5 == 2 || n % 5 == 3))?;
-    check(&format!("{range}&category=git&category=bodhi"), set.ids(|n, _| n % 5 != 2 && n % 5 != 3))?;
+    check(
+        &format!("{range}&topic={}", TOPICS[2]),
+        set.ids(|n, _| n % 5 == 2),
+    )?;
+    check(
+        &format!("{range}&topic={}&topic={}", TOPICS[0], TOPICS[4]),
+        set.ids(|n, _| n % 5 == 0 || n % 5 == 4),
+    )?;
+    check(
+        &format!("{range}&category=buildsys"),
+        set.ids(|n, _| n % 5 == 2 || n % 5 == 3),
+    )?;
+    check(
+        &format!("{range}&category=git&category=bodhi"),
+        set.ids(|n, _| n % 5 != 2 && n % 5 != 3),
+    )?;
     check(&format!("{range}&user=user1"), set.ids(|n, _| n % 4 == 1))?;
     check(&format!("{range}&package=pkg3"), set.ids(|n, _| n % 7 == 3))?;
-    check(&format!("{range}&user=user1&package=pkg3&category=bodhi"), set.ids(|n, _| n % 4 == 1 && n % 7 == 3 && n % 5 < 2))?;
-    check(&format!("{range}&not_category=bodhi"), set.ids(|n, _| n % 5 >= 2))?;
+    check(
+        &format!("{range}&user=user1&package=pkg3&category=bodhi"),
+        set.ids(|n, _| n % 4 == 1 && n % 7 == 3 && n % 5 < 2),
+    )?;
+    check(
+        &format!("{range}&not_category=bodhi"),
+        set.ids(|n, _| n % 5 >= 2),
+    )?;
     // Time: inclusive at both ends (seconds 10..=20 hold messages 30..=62).
-    check(&format!("start={}&end={}", BASE_TS + 10, BASE_TS + 20), set.ids(|n, _| (30..=62).contains(&n)))?;
-    check(&format!("start={}&delta=5", BASE_TS + 80), set.ids(|n, _| (240..250).contains(&n)))?;
-    check(&format!("end={}&delta=1.5", BASE_TS + 2), set.ids(|n, _| (3..=8).contains(&n)))?;
-    check(&format!("start={}&end={}", BASE_TS - 100, BASE_TS - 1), Vec::new())?;
+    check(
+        &format!("start={}&end={}", BASE_TS + 10, BASE_TS + 20),
+        set.ids(|n, _| (30..=62).contains(&n)),
+    )?;
+    check(
+        &format!("start={}&delta=5", BASE_TS + 80),
+        set.ids(|n, _| (240..250).contains(&n)),
+    )?;
+    check(
+        &format!("end={}&delta=1.5", BASE_TS + 2),
+        set.ids(|n, _| (3..=8).contains(&n)),
+    )?;
+    check(
+        &format!("start={}&end={}", BASE_TS - 100, BASE_TS - 1),
+        Vec::new(),
+    )?;
 
     // One message in datagrepper's shape.
     let (_, page) = http_get_json(&addr, &format!("/raw?{range}&order=asc&rows_per_page=1"))?;
     let m = &page["raw_messages"][0];
     ensure!(m["timestamp"].to_string() == format!("{BASE_TS}.0"), "{m}");
-    ensure!(m["source_name"] == "datanommer" && m["source_version"].is_string() && m["headers"] == json!({}), "{m}");
+    ensure!(
+        m["source_name"] == "datanommer"
+            && m["source_version"].is_string()
+            && m["headers"] == json!({}),
+        "{m}"
+    );
     let args = &page["arguments"];
-    ensure!(args["rows_per_page"] == 1 && args["page"] == 1 && args["order"] == "asc", "{args}");
-    ensure!(args["start"].to_string() == format!("{BASE_TS}.0") && args["delta"].to_string() == "100.0", "{args}");
+    ensure!(
+        args["rows_per_page"] == 1 && args["page"] == 1 && args["order"] == "asc",
+        "{args}"
+    );
+    ensure!(
+        args["start"].to_string() == format!("{BASE_TS}.0") && args["delta"].to_string() == "100.0",
+        "{args}"
+    );
 
     // Bad parameters: 400 with a JSON error.
-    for bad in ["rows_per_page=101", "page=0", "start=abc", "order=up", "start=10&end=5", "delta=-1"] {
+    for bad in [
+        "rows_per_page=101",
+        "page=0",
+        "start=abc",
+        "order=up",
+        "start=10&end=5",
+        "delta=-1",
+    ] {
         let (status, body) = http_get_json(&addr, &format!("/raw?{bad}"))?;
-        ensure!(status == 400 && body["error"].is_string(), "{bad}: {status} {body}");
+        ensure!(
+            status == 400 && body["error"].is_string(),
+            "{bad}: {status} {body}"
+        );
     }
     // Injection attempts are just values.
     check(&format!("{range}&topic=x'%20OR%20'1'='1"), Vec::new())?;

@@ -373,7 +373,10 @@ mod tests {
         let back: toml::Table = text.parse().expect("parses");
         assert_eq!(back["counter"]["consumer"]["enabled"].as_bool(), Some(true));
         assert_eq!(back["counter"]["output"].as_str(), Some("/tmp/x"));
-        assert_eq!(back["moksha"]["monitoring"]["socket_mode"].as_str(), Some("0770"));
+        assert_eq!(
+            back["moksha"]["monitoring"]["socket_mode"].as_str(),
+            Some("0770")
+        );
         assert_eq!(back["certnames"]["shell.vm"].as_str(), Some("shell-app01"));
         assert!(back.get("crl_location").is_none());
         assert_eq!(warnings.len(), 1, "{warnings:?}");
@@ -408,7 +411,10 @@ mod tests {
             .parse()
             .expect("toml");
         merge(&mut merged, later);
-        assert_eq!(merged["endpoints"].as_table().map(toml::Table::len), Some(2));
+        assert_eq!(
+            merged["endpoints"].as_table().map(toml::Table::len),
+            Some(2)
+        );
         assert_eq!(merged["other"]["k"].as_integer(), Some(2));
     }
 

@@ -243,8 +243,14 @@ impl Printer {
                 return true;
             }
         };
-        if self.exclude.as_ref().is_some_and(|re| re.is_match(&delivery.topic))
-            || self.include.as_ref().is_some_and(|re| !re.is_match(&delivery.topic))
+        if self
+            .exclude
+            .as_ref()
+            .is_some_and(|re| re.is_match(&delivery.topic))
+            || self
+                .include
+                .as_ref()
+                .is_some_and(|re| !re.is_match(&delivery.topic))
         {
             return true;
         }
@@ -501,7 +507,10 @@ mod tests {
         let value = sample();
         let d = delivery(&value);
         let text = render(&Format::Pretty, &d, value, None);
-        assert!(!text.contains("signature") && !text.contains("certificate"), "{text}");
+        assert!(
+            !text.contains("signature") && !text.contains("certificate"),
+            "{text}"
+        );
         assert!(text.contains("\"timestamp\": \""), "{text}");
         assert!(text.contains("2014"), "{text}");
         assert!(text.contains("\"crypto\": \"x509\""), "{text}");
@@ -511,7 +520,12 @@ mod tests {
     fn really_pretty_colours_only_on_request() {
         let value = sample();
         let d = delivery(&value);
-        let plain = render(&Format::ReallyPretty { colour: false }, &d, value.clone(), None);
+        let plain = render(
+            &Format::ReallyPretty { colour: false },
+            &d,
+            value.clone(),
+            None,
+        );
         assert!(!plain.contains('\x1b'));
         assert!(plain.contains("\"timestamp\": 1393878837"), "{plain}");
         let colour = render(&Format::ReallyPretty { colour: true }, &d, value, None);

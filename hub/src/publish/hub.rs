@@ -82,6 +82,9 @@ pub struct HubPublisher {
     /// Set when publishing cannot work (no endpoint, bind or key failure):
     /// every publish fails with this text.
     unavailable: Option<String>,
+    /// False when the configuration has no endpoint for the hub (publishing
+    /// is simply not set up, which is not a fault).
+    configured: bool,
     queue: Option<Sender<Job>>,
     stats: Arc<PublishStats>,
     closing: AtomicBool,
@@ -110,6 +113,7 @@ impl HubPublisher {
             name: name.clone(),
             endpoint: None,
             unavailable: None,
+            configured: true,
             queue: None,
             stats: Arc::new(PublishStats::default()),
             closing: AtomicBool::new(false),
@@ -139,6 +143,7 @@ impl HubPublisher {
             Err(Unavailable::Quietly(why)) => {
                 tracing::info!(name = %name, "publishing from plugins is off: {why}");
                 publisher.unavailable = Some(why);
+                publisher.configured = false;
             }
             Err(Unavailable::Loudly(why)) => {
                 tracing::error!(name = %name, "publishing from plugins is off: {why}");
@@ -155,6 +160,7 @@ impl HubPublisher {
             name: name.to_owned(),
             endpoint: None,
             unavailable: Some(why.to_owned()),
+            configured: false,
             queue: None,
             stats: Arc::new(PublishStats::default()),
             closing: AtomicBool::new(false),
@@ -209,6 +215,12 @@ impl HubPublisher {
                 Err("the hub's publisher has stopped: message not published".into())
             }
         }
+    }
+
+    /// False when the configuration has no endpoint for the hub: publishing
+    /// was not asked for (as opposed to asked for and broken).
+    pub fn is_configured(&self) -> bool {
+        self.configured
     }
 
     fn is_closing(&self) -> bool {
@@ -377,6 +389,7 @@ mod tests {
             .publish("p", "t", &json!({}))
             .expect_err("no endpoint");
         assert!(err.contains("\"nowhere\""), "{err}");
+        assert!(!publisher.is_configured());
         assert_eq!(publisher.snapshot().error.as_deref(), Some(err.as_str()));
     }
 
@@ -423,6 +436,7 @@ mod tests {
             name: "n".into(),
             endpoint: None,
             unavailable: None,
+            configured: true,
             queue: Some(tx),
             stats: Arc::new(PublishStats::default()),
             closing: AtomicBool::new(false),

@@ -186,8 +186,7 @@ impl ConsumerPlugin for Datanommer {
     }
 
     fn consume(&mut self, msg: &Message<'_>) -> Result<(), ConsumeError> {
-        let envelope = msg.json()?;
-        let row = Row::from_envelope(msg.topic(), &envelope, time::now_micros());
+        let row = Row::from_json(msg.topic(), msg.body(), time::now_micros())?;
         match self.writer.submit(row) {
             Ok(()) => Ok(()),
             Err(row) => {

@@ -213,8 +213,10 @@ fn a_locked_database_is_retried_and_a_poisonous_row_costs_only_itself() {
     admin.execute_batch("BEGIN EXCLUSIVE").unwrap();
     for n in 0..20 {
         let topic = if n == 7 { "poison" } else { "a.b.c.d" };
-        let body: Value = serde_json::from_str(&envelope(topic, &format!("m{n}"), n)).unwrap();
-        writer.submit(Row::from_envelope(topic, &body, 0)).unwrap();
+        let body = envelope(topic, &format!("m{n}"), n);
+        writer
+            .submit(Row::from_json(topic, &body, 0).unwrap())
+            .unwrap();
     }
     std::thread::sleep(Duration::from_secs(6));
     admin.execute_batch("COMMIT").unwrap();

@@ -14,6 +14,14 @@ use crate::replay::store::ReplayStore;
 const NAME: &str = "relay_outbound";
 
 #[test]
+fn client_and_tracker_can_move_to_a_replay_thread() {
+    fn assert_send<T: Send>() {}
+    assert_send::<ReplayClient>();
+    assert_send::<GapTracker>();
+    assert_send::<Replayed>();
+}
+
+#[test]
 fn tracker_follows_the_rules() {
     let mut t = GapTracker::new();
     assert_eq!(t.last("a"), None);
@@ -259,7 +267,7 @@ fn a_dead_endpoint_times_out_on_time() {
     let waited = started.elapsed();
     assert!(matches!(error, FetchError::Timeout { .. }), "{error}");
     assert!(
-        waited >= Duration::from_millis(190) && waited < Duration::from_millis(700),
+        waited >= Duration::from_millis(190) && waited < Duration::from_millis(1500),
         "{waited:?}"
     );
     assert!(client.sockets.is_empty(), "the wedged socket is dropped");
@@ -272,7 +280,7 @@ fn a_slow_server_does_not_wedge_the_client() {
         &ctx,
         Box::new(|n, _| {
             let delay = if n == 0 {
-                Duration::from_millis(800)
+                Duration::from_secs(2)
             } else {
                 Duration::ZERO
             };
@@ -285,7 +293,7 @@ fn a_slow_server_does_not_wedge_the_client() {
         .fetch_range(&server.endpoint, 3, 3, Duration::from_millis(150))
         .unwrap_err();
     assert!(matches!(error, FetchError::Timeout { .. }), "{error}");
-    assert!(started.elapsed() < Duration::from_millis(600));
+    assert!(started.elapsed() < Duration::from_millis(1200));
     // A new socket: the late reply to the first request cannot be mistaken
     // for the answer to this one.
     let got = client
@@ -367,8 +375,8 @@ fn a_partial_answer_is_kept_when_time_runs_out() {
         .fetch_range(&server.endpoint, 1, 5, Duration::from_millis(300))
         .unwrap();
     assert_eq!(got.iter().map(|m| m.seq_id).collect::<Vec<_>>(), vec![1, 2]);
-    assert!(started.elapsed() < Duration::from_millis(800));
-    // What the client asked for the rest.
+    assert!(started.elapsed() < Duration::from_millis(1500));
+    // The server is still sleeping on the second request; dropping it ends that.
     drop(server);
 }
 

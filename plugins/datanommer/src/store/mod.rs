@@ -33,7 +33,7 @@ pub enum StoreError {
     #[error("SQLite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// An error from PostgreSQL (or the connection to it).
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", postgres::describe(.0))]
     Postgres(#[from] ::postgres::Error),
     /// A stored row that cannot be served (e.g. `_msg` is not JSON).
     #[error("stored message {id} is unreadable: {reason}")]

@@ -268,6 +268,22 @@ fn read(r: &postgres::Row) -> Result<StoredMessage, StoreError> {
     })
 }
 
+/// The whole story of an error: the server's message and SQLSTATE, or
+/// the chain of causes (the error's own `Display` is just "db error").
+pub(super) fn describe(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+    }
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// Errors caused by a row's values (see [`StoreError::is_row_error`]):
 /// SQLSTATE classes 22 (data exception, e.g. a NUL character in text), 23
 /// (integrity), 42 (syntax or access rule) and 54 (program limit). A closed

@@ -49,7 +49,12 @@ impl SqliteStore {
         }
         // With WAL, NORMAL loses at most the last transactions on power
         // loss, never integrity; FULL would fsync on every commit.
-        conn.execute_batch("PRAGMA synchronous=NORMAL")?;
+        // A 64 MiB page cache keeps the indexes' upper levels in memory;
+        // checkpointing every ~40 MiB of WAL rather than every 4 MiB
+        // spends less time copying pages twice.
+        conn.execute_batch(
+            "PRAGMA synchronous=NORMAL; PRAGMA cache_size=-65536; PRAGMA wal_autocheckpoint=10000",
+        )?;
         Ok(SqliteStore { conn })
     }
 
