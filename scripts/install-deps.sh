@@ -5,6 +5,9 @@
 set -euo pipefail
 
 packages=(build-essential pkg-config libssl-dev libzmq3-dev openssl)
+# PostgreSQL server tools (initdb, pg_ctl): the datanommer tests start
+# throwaway clusters of their own (tests/src/pg.rs).
+packages+=(postgresql)
 # A machine with its own Python (e.g. pyenv) needs no Debian python3.
 if ! { command -v python3 >/dev/null 2>&1 && python3 -c 'import venv, ensurepip' 2>/dev/null; }; then
     packages+=(python3 python3-venv)

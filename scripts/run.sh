@@ -6,10 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
-cargo build --release --locked -p fedmsg-hub -p fedmsg-example-tally -p fedmsg-example-echo
+cargo build --release --locked -p fedmsg-hub -p fedmsg-example-tally -p fedmsg-example-echo -p fedmsg-datanommer
 
 mkdir -p .run/plugins .run/state
-for lib in fedmsg_example_tally fedmsg_example_echo; do
+for lib in fedmsg_example_tally fedmsg_example_echo fedmsg_datanommer; do
     cp -f "target/release/lib$lib.so" .run/plugins/
 done
 exec target/release/fedmsg-hub "$@"

@@ -33,8 +33,9 @@ pub struct CommonArgs {
     #[arg(long)]
     pub print_config: bool,
 
-    /// Timeout in seconds (config `timeout`, default 2): how long a
-    /// publishing tool waits for the relay to subscribe.
+    /// Timeout in seconds (config `timeout`, default 2): how long
+    /// fedmsg-logger waits for the relay to subscribe (0 = forever); other
+    /// tools accept it for compatibility.
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<f64>,
 
@@ -44,7 +45,7 @@ pub struct CommonArgs {
     pub high_water_mark: Option<u64>,
 
     /// How long closing a publisher waits for unsent messages, in ms
-    /// (config `zmq_linger`).
+    /// (config `zmq_linger`, default 1000).
     #[arg(long, value_name = "MS")]
     pub linger: Option<u64>,
 }

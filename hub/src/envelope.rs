@@ -44,6 +44,8 @@
 
 use serde_json::{Map, Number, Value};
 
+pub mod scan;
+
 /// Number text that [`parse`] substitutes for a bare `NaN` literal and that
 /// the canonical writer prints as `NaN`. Python never writes an exponent with
 /// this many digits, so the text cannot collide with a genuine fedmsg number.

@@ -10,10 +10,13 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use std::cell::RefCell;
+
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use crate::crypto::Rejection;
 use crate::delivery::{Delivery, Source};
+use crate::envelope::scan;
 use crate::ratelimit::LogLimiter;
 
 /// Why a message never reached a plugin.
@@ -178,6 +181,61 @@ pub fn classify(
 }
 
 fn parse_head(body: &str) -> Result<Head, Reject> {
+    if let Some(head) = scan_head(body) {
+        return Ok(head);
+    }
+    parse_head_serde(body)
+}
+
+thread_local! {
+    /// Reused member list of [`scan_head`].
+    static MEMBERS: RefCell<Vec<scan::Member>> = RefCell::new(Vec::with_capacity(16));
+}
+
+/// The fast path of [`parse_head`]: one allocation-free pass of
+/// [`scan::scan_object`], then the three fields read in place. `None` when
+/// the body needs serde_json's judgement (not JSON the scanner is sure of,
+/// or a head field written with escapes), which then gives the same result
+/// the slow way.
+fn scan_head(body: &str) -> Option<Head> {
+    MEMBERS.with(|members| {
+        let mut members = members.borrow_mut();
+        let bytes = body.as_bytes();
+        scan::scan_object(bytes, &mut members)?;
+        let mut head = Head::default();
+        for member in members.iter() {
+            if member.escaped_key {
+                // Could be `"\u0074opic"`: let serde_json decode it.
+                return None;
+            }
+            let slot = match member.raw_key(bytes) {
+                b"topic" => &mut head.topic,
+                b"msg_id" => &mut head.msg_id,
+                b"timestamp" => {
+                    // Like `Value::as_f64`: numbers only, finite only.
+                    head.timestamp = (member.kind == scan::Kind::Number)
+                        .then(|| body.get(member.value.clone())?.parse::<f64>().ok())
+                        .flatten()
+                        .filter(|t| t.is_finite());
+                    continue;
+                }
+                _ => continue,
+            };
+            // Last duplicate wins, as in Python; non-strings read as absent.
+            *slot = match member.raw_string(bytes) {
+                Some(_) if member.escaped_value => return None,
+                Some(_) => body
+                    .get(member.value.start + 1..member.value.end - 1)
+                    .map(str::to_owned),
+                None => None,
+            };
+        }
+        Some(head)
+    })
+}
+
+/// The general path of [`parse_head`], with serde_json's error messages.
+fn parse_head_serde(body: &str) -> Result<Head, Reject> {
     // serde_json would happily read a JSON array into a map-shaped visitor's
     // error path with a confusing message; say plainly what is wrong instead.
     let first = body.trim_start().as_bytes().first().copied();
@@ -339,6 +397,31 @@ mod tests {
         assert_eq!(reason(&[b"t", b"{\"topic\":5}"]), "no_topic");
         assert_eq!(reason(&[b"t", b"{\"topic\":\"u\"}"]), "topic_mismatch");
         assert_eq!(reason(&[b"t", b"{\"topic\":\"t\"} trailing"]), "not_json");
+    }
+
+    #[test]
+    fn fast_and_serde_head_parsing_agree() {
+        let bodies = [
+            r#"{"i":1,"msg":{"topic":"inner"},"msg_id":"2024-x","timestamp":1393878837,"topic":"t"}"#,
+            r#"{"topic":"x","timestamp":1.5,"topic":"t","msg_id":7}"#,
+            r#"{"topic":"t","timestamp":"soon","msg_id":null}"#,
+            r#"{"topic":"t","timestamp":1e999}"#,
+            r#"{"topic":"t","timestamp":-0,"msg_id":"a\"b"}"#,
+            r#"{"\u0074opic":"t"}"#,
+            r#" { "topic" : "t" , "msg_id" : "\u00e9" } "#,
+            r#"{"topic":"t","extra":[1,{"a":[]}],"timestamp":12345678901234567890}"#,
+            r#"{"msg":1}"#,
+        ];
+        for body in bodies {
+            let slow = parse_head_serde(body).expect("serde parses");
+            assert_eq!(parse_head(body).expect("parses"), slow, "{body}");
+            if let Some(fast) = scan_head(body) {
+                assert_eq!(fast, slow, "{body}");
+            }
+        }
+        assert!(scan_head(r#"{"topic":"t","msg_id":"m"}"#).is_some());
+        assert!(scan_head(r#"{"\u0074opic":"t"}"#).is_none());
+        assert!(scan_head(r#"{"topic":"\u0074"}"#).is_none());
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub fn now_epoch() -> i64 {
 /// The local time of `epoch` seconds, or `None` when libc cannot represent
 /// it (out of range).
 pub fn local(epoch: i64) -> Option<LocalTime> {
+    // time_t is 32 bits on some targets: the conversion is not always a no-op.
+    #[allow(clippy::useless_conversion)]
     let t: libc::time_t = epoch.try_into().ok()?;
     // SAFETY: `tm` is plain old data that localtime_r fully initialises on
     // success; both pointers are valid for the duration of the call, and

@@ -563,7 +563,11 @@ impl Reporter {
         }];
         // A hub without an endpoint of its own does not publish, by
         // design: not a producer then.
-        let publisher = self.sources.publisher.as_ref().filter(|p| p.is_configured());
+        let publisher = self
+            .sources
+            .publisher
+            .as_ref()
+            .filter(|p| p.is_configured());
         if let Some(publisher) = publisher {
             let s = publisher.snapshot();
             let exceptions = s.failed.saturating_sub(self.previous_failed);

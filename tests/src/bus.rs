@@ -325,7 +325,9 @@ impl PyFedmsg {
         }
         let venv = std::env::var_os("VENV")
             .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/pyfedmsg-venv")))
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/pyfedmsg-venv"))
+            })
             .context("neither VENV nor HOME is set")?;
         if !venv.join("bin/fedmsg-hub").is_file() {
             bail!(

@@ -558,6 +558,34 @@ mod tests {
     }
 
     #[test]
+    fn validation_follows_the_configured_key_and_the_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let load = |toml: &str| {
+            std::fs::write(dir.path().join("a.toml"), toml).expect("write");
+            let sources = fedmsg_hub::config::Sources {
+                config_dirs: vec![dir.path().to_path_buf()],
+                ..Default::default()
+            };
+            fedmsg_hub::config::Config::load_from(&sources).expect("loads")
+        };
+        let validates = |loaded: &Loaded, flags: &[&str]| {
+            let args =
+                Args::parse_from(std::iter::once("fedmsg-tail").chain(flags.iter().copied()));
+            Printer::new(&args, loaded)
+                .expect("printer")
+                .verifier
+                .is_some()
+        };
+        // fedmsg's tail: an absent key means no validation (our default is true).
+        let absent = load("");
+        assert!(!validates(&absent, &[]));
+        assert!(validates(&absent, &["--validate"]));
+        let on = load("validate_signatures = true\n");
+        assert!(validates(&on, &[]));
+        assert!(!validates(&on, &["--no-validate"]));
+    }
+
+    #[test]
     fn query_prints_dotted_paths() {
         let value = sample();
         let d = delivery(&value);

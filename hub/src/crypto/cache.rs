@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use openssl::pkey::{PKey, Public};
+use openssl::rsa::Rsa;
 
 use super::{lock, Rejection};
 
@@ -14,6 +15,9 @@ pub(crate) type CertKey = [u8; 32];
 pub(crate) struct CertEntry {
     /// The leaf's public key, for the per-message signature check.
     pub(crate) public_key: PKey<Public>,
+    /// The same key as RSA (fedmsg keys always are), for the direct
+    /// verification path; `None` for other key types.
+    pub(crate) rsa: Option<Rsa<Public>>,
     /// First subject CN.
     pub(crate) signer: String,
     /// The chain verdict.

@@ -189,7 +189,7 @@ impl ConsumerPlugin for Datanommer {
         let row = Row::from_json(msg.topic(), msg.body(), time::now_micros())?;
         match self.writer.submit(row) {
             Ok(()) => Ok(()),
-            Err(row) => {
+            Err(refused) => {
                 if self
                     .overflow_logged
                     .is_none_or(|at| at.elapsed() >= OVERFLOW_LOG_EVERY)
@@ -197,7 +197,7 @@ impl ConsumerPlugin for Datanommer {
                     self.overflow_logged = Some(Instant::now());
                     let [.., overflowed, _lost, _retries] = self.writer.stats().snapshot();
                     tracing::warn!(
-                        msg_id = %row.msg_id,
+                        msg_id = %refused.msg_id,
                         queue_capacity = self.queue_capacity,
                         overflowed_total = overflowed,
                         "datanommer: writer queue full; messages are not being stored"

@@ -12,10 +12,6 @@ pub const MICROS: i64 = 1_000_000;
 const MIN_MICROS: i64 = -62_135_596_800 * MICROS;
 const MAX_MICROS: i64 = 253_402_300_799 * MICROS + 999_999;
 
-/// The text form SQLAlchemy gives a `DateTime` in SQLite (fixed width, so
-/// text comparison is time comparison).
-const SQLITE_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.6f";
-
 /// Epoch seconds (as in an envelope's `timestamp`) to microseconds, rounded;
 /// `None` when not finite or outside years 1..=9999.
 pub fn from_epoch_secs(secs: f64) -> Option<i64> {
@@ -58,7 +54,20 @@ pub fn from_naive(dt: NaiveDateTime) -> i64 {
 
 /// Microseconds to SQLite's stored text, `2017-09-05 20:24:35.000000`.
 pub fn to_sqlite_text(micros: i64) -> String {
-    to_naive(micros).format(SQLITE_FORMAT).to_string()
+    use chrono::{Datelike, Timelike};
+    // Written by hand: chrono's `format` interprets the format string for
+    // every row, and this runs once per stored message.
+    let t = to_naive(micros);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.nanosecond() / 1000
+    )
 }
 
 /// SQLite's stored text back to microseconds (fraction optional, `T` or

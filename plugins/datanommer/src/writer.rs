@@ -79,6 +79,13 @@ impl Stats {
     }
 }
 
+/// A row [`Writer::submit`] refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueFull {
+    /// The refused message's `msg_id`.
+    pub msg_id: String,
+}
+
 /// The producer side of the writer thread.
 pub struct Writer {
     tx: Option<Sender<Row>>,
@@ -127,18 +134,20 @@ impl Writer {
         })
     }
 
-    /// Queues a row; gives it back when the queue is full (or closed).
-    pub fn submit(&self, row: Row) -> Result<(), Row> {
-        let Some(tx) = &self.tx else {
-            return Err(row);
+    /// Queues a row; refuses it (counted as `overflowed`) when the queue
+    /// is full or closed.
+    pub fn submit(&self, row: Row) -> Result<(), QueueFull> {
+        let refused = match &self.tx {
+            Some(tx) => match tx.try_send(row) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Full(row)) | Err(TrySendError::Disconnected(row)) => row,
+            },
+            None => row,
         };
-        match tx.try_send(row) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(row)) | Err(TrySendError::Disconnected(row)) => {
-                Stats::add(&self.stats.overflowed, 1);
-                Err(row)
-            }
-        }
+        Stats::add(&self.stats.overflowed, 1);
+        Err(QueueFull {
+            msg_id: refused.msg_id,
+        })
     }
 
     /// Rows waiting in the queue.
@@ -216,10 +225,7 @@ struct Loop {
 impl Loop {
     fn run(&mut self) {
         let mut batch: Vec<Row> = Vec::with_capacity(self.config.batch_size);
-        loop {
-            let Ok(first) = self.rx.recv() else {
-                break;
-            };
+        while let Ok(first) = self.rx.recv() {
             batch.push(first);
             let deadline = Instant::now() + self.config.flush_interval;
             let mut closed = false;

@@ -438,8 +438,9 @@ pub enum GroupBy {
 pub enum Store {
     /// SQLite.
     Sqlite(SqliteStore),
-    /// PostgreSQL.
-    Postgres(PgStore),
+    /// PostgreSQL (boxed: its client is much larger than a SQLite
+    /// connection).
+    Postgres(Box<PgStore>),
 }
 
 impl Store {
@@ -448,7 +449,7 @@ impl Store {
     pub fn open(url: &DbUrl, create: bool) -> Result<Store, StoreError> {
         Ok(match url {
             DbUrl::Sqlite(path) => Store::Sqlite(SqliteStore::open(path, create)?),
-            DbUrl::Postgres(url) => Store::Postgres(PgStore::open(url, create)?),
+            DbUrl::Postgres(url) => Store::Postgres(Box::new(PgStore::open(url, create)?)),
         })
     }
 
