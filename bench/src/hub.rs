@@ -53,6 +53,9 @@ pub struct HubSpec {
     pub sinks: usize,
     /// Sinks record the receive time of every message.
     pub latency: bool,
+    /// `high_water_mark` of our hub (the Python hub ignores it: moksha
+    /// always uses 0, unlimited).
+    pub high_water_mark: u64,
 }
 
 /// The files one sink writes.
@@ -284,7 +287,7 @@ fn our_command(
          plugin_dir = {plugin_dir}\n\
          state_dir = {state_dir}\n\
          shutdown_timeout = 30.0\n\
-         high_water_mark = 0\n\
+         high_water_mark = {hwm}\n\
          ca_cert_location = {ca}\n\
          crl_location = {crl}\n\
          crypto_validate_backends = [\"x509\"]\n\
@@ -296,6 +299,7 @@ fn our_command(
          [endpoints]\n\
          \"bench.publisher\" = [{endpoint}]\n",
         validate = spec.validate,
+        hwm = spec.high_water_mark,
         plugin_dir = path_string(&plugin_dir),
         state_dir = path_string(&state_dir),
         ca = path_string(&pki.join("ca.crt")),

@@ -102,6 +102,13 @@ struct SuiteArgs {
     /// Upper bound of one run's wait for its messages (seconds).
     #[arg(long, default_value_t = 300.0)]
     timeout: f64,
+    /// `high_water_mark` of our hub: its SUB socket holds at most this many
+    /// messages, and TCP back-pressure keeps the rest of a burst in the
+    /// publisher (whose HWM is unlimited, so nothing is lost). 0 = unlimited,
+    /// as the Python hub (moksha) always has it: then the hub's memory grows
+    /// with the backlog.
+    #[arg(long, default_value_t = 1000)]
+    hub_hwm: u64,
     /// Release build directory (fedmsg-hub and the sink plugins).
     #[arg(long)]
     build_dir: Option<PathBuf>,
@@ -438,6 +445,7 @@ fn one_run(
         validate: workload.signed,
         sinks: workload.sinks,
         latency: workload.rate.is_some(),
+        high_water_mark: args.hub_hwm,
     };
     let mut hub = RunningHub::start(kind, tools, spec, sandbox.path(), publisher.endpoint())?;
     let ready_timeout = Duration::from_secs(60);
@@ -805,7 +813,7 @@ fn markdown(c: &MarkdownContext<'_>) -> String {
          ```\n\n\
          Effective arguments: `--runs {runs} --signed-count {sc} --unsigned-count {uc}\n\
          --paced-count {pc} --rate {rate} --fanout-count {fc} --fanout-sinks {fs} --settle {settle}\n\
-         --quiet {quiet}`.\n\n\
+         --quiet {quiet} --hub-hwm {hwm}`.\n\n\
          Hub command lines (the sandbox path changes per run):\n\n",
         runs = c.args.runs,
         sc = c.args.signed_count,
@@ -816,6 +824,7 @@ fn markdown(c: &MarkdownContext<'_>) -> String {
         fs = c.args.fanout_sinks,
         settle = c.args.settle,
         quiet = c.args.quiet,
+        hwm = c.args.hub_hwm,
     );
     let mut labels: Vec<_> = c.commands.iter().collect();
     labels.sort();
@@ -824,7 +833,7 @@ fn markdown(c: &MarkdownContext<'_>) -> String {
     }
     out.push_str(
         "\nOur hub reads one generated `fedmsg.d/bench.toml` (the publisher's endpoint,\n\
-         `validate_signatures`, the shared PKI's CA and CRL, `routing_policy` for the\n\
+         `high_water_mark` (see `--hub-hwm`), `validate_signatures`, the shared PKI's CA and CRL, `routing_policy` for the\n\
          bench topic, one `[bench_counter*]` table per sink). The Python hub runs in a\n\
          directory whose `fedmsg.d/` holds a generated `base.py` (`shared/pyfedmsg`'s\n\
          settings with the publisher's endpoint) and links to `shared/pyfedmsg`'s\n\

@@ -82,6 +82,9 @@ pub struct Summary {
     pub p99_ms: Option<f64>,
     /// Median CPU seconds.
     pub cpu_s: f64,
+    /// Median hub CPU microseconds per consumed message (all threads): less
+    /// sensitive than msg/s to what else runs on the machine.
+    pub cpu_us_per_msg: f64,
     /// Median idle RSS, MB.
     pub idle_rss_mb: f64,
     /// Median peak RSS, MB.
@@ -149,6 +152,13 @@ pub fn summarize(results: &[RunResult]) -> Vec<Summary> {
                 p50_ms: pick_opt(&|r| r.p50_ms),
                 p99_ms: pick_opt(&|r| r.p99_ms),
                 cpu_s: pick(&|r| r.cpu_s),
+                cpu_us_per_msg: pick(&|r| {
+                    if r.consumed > 0 {
+                        r.cpu_s * 1e6 / r.consumed as f64
+                    } else {
+                        f64::NAN
+                    }
+                }),
                 idle_rss_mb: pick(&|r| r.idle_rss_mb),
                 peak_rss_mb: pick(&|r| r.peak_rss_mb),
                 lost_max: runs.iter().map(|r| r.lost).max().unwrap_or(0),
@@ -181,13 +191,13 @@ fn fmt_opt(value: Option<f64>, decimals: usize) -> String {
 /// The results table (Markdown, also printed on the console).
 pub fn table(workloads: &[Workload], summaries: &[Summary]) -> String {
     let mut out = String::new();
-    out.push_str("| workload | hub | msg/s consumed (min–max) | p50 ms | p99 ms | CPU s | idle RSS MB | peak RSS MB | lost (max of runs) |\n");
-    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("| workload | hub | msg/s consumed (min–max) | p50 ms | p99 ms | CPU s | CPU µs/msg | idle RSS MB | peak RSS MB | lost (max of runs) |\n");
+    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for workload in workloads {
         for s in summaries.iter().filter(|s| s.workload == workload.name) {
             let _ = writeln!(
                 out,
-                "| {} | {} | **{}** ({}–{}) | {} | {} | {:.2} | {:.1} | {:.1} | {} |",
+                "| {} | {} | **{}** ({}–{}) | {} | {} | {:.2} | {:.1} | {:.1} | {:.1} | {} |",
                 workload.name,
                 s.hub,
                 fmt_rate(s.rate),
@@ -196,6 +206,7 @@ pub fn table(workloads: &[Workload], summaries: &[Summary]) -> String {
                 fmt_opt(s.p50_ms, 3),
                 fmt_opt(s.p99_ms, 3),
                 s.cpu_s,
+                s.cpu_us_per_msg,
                 s.idle_rss_mb,
                 s.peak_rss_mb,
                 s.lost_max,

@@ -430,6 +430,7 @@ impl Backlog {
             body,
             msg_id: msg_id.map(str::to_owned),
             timestamp,
+            seq_id: None,
             source: Arc::clone(&self.source),
             validated: false,
             signer: None,

@@ -14,6 +14,8 @@ pub struct Delivery {
     pub msg_id: Option<String>,
     /// The envelope's `timestamp` in epoch seconds (integer or float on the wire).
     pub timestamp: Option<f64>,
+    /// The envelope's `seq_id`, stamped by a publisher with a replay store.
+    pub seq_id: Option<u64>,
     /// Where the message came from.
     pub source: Arc<Source>,
     /// True when the signature, chain and routing policy were verified.

@@ -12,11 +12,13 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 
+use crate::dedup::DedupWindow;
 use crate::delivery::Delivery;
 use crate::loader::{ConsumeOutcome, PluginInstance};
 use crate::ratelimit::LogLimiter;
+use crate::status::StatusFile;
 use crate::topic::TopicFilter;
 
 /// Per-plugin counters, shared between the dispatcher, the worker and
@@ -38,6 +40,8 @@ pub struct PluginStats {
     pub consecutive_panics: AtomicU64,
     /// Microseconds the last `consume` took.
     pub last_processing_us: AtomicU64,
+    /// Messages skipped because the plugin already had them (`dedup_window`).
+    pub duplicates: AtomicU64,
     /// Set once the plugin has been disabled for panicking too often.
     pub disabled: AtomicBool,
     queue_full_log: LogLimiter,
@@ -61,6 +65,8 @@ pub struct ActivePlugin {
     pub needs_validation: bool,
     /// The instantiated plugin.
     pub instance: PluginInstance,
+    /// Where the plugin's position is recorded (`status_directory`).
+    pub status: Option<StatusFile>,
 }
 
 /// Settings shared by every worker.
@@ -70,6 +76,8 @@ pub struct DispatchSettings {
     pub queue_capacity: usize,
     /// Panics in a row after which a plugin is disabled.
     pub max_consecutive_panics: u64,
+    /// Recent msg_ids remembered per plugin to drop duplicates (0 = off).
+    pub dedup_window: usize,
 }
 
 /// When set, the moment after which workers stop draining their queues.
@@ -137,6 +145,9 @@ impl Dispatcher {
                 stats: Arc::clone(&stats),
                 max_consecutive_panics: settings.max_consecutive_panics.max(1),
                 deadline: Arc::clone(&deadline),
+                status: plugin.status,
+                dedup: DedupWindow::new(settings.dedup_window),
+                status_log: LogLimiter::default(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("plugin:{}", plugin.name))
@@ -215,25 +226,74 @@ struct Worker {
     stats: Arc<PluginStats>,
     max_consecutive_panics: u64,
     deadline: Arc<DrainDeadline>,
+    status: Option<StatusFile>,
+    dedup: DedupWindow,
+    status_log: LogLimiter,
 }
+
+/// How long an idle worker waits before looking at its status file again.
+const IDLE_FLUSH_CHECK: Duration = Duration::from_secs(1);
 
 impl Worker {
     fn run(mut self) {
-        while let Ok(delivery) = self.queue.recv() {
+        loop {
+            let wait = self
+                .status
+                .as_ref()
+                .and_then(StatusFile::flush_due_in)
+                .unwrap_or(IDLE_FLUSH_CHECK);
+            let delivery = match self.queue.recv_timeout(wait) {
+                Ok(delivery) => delivery,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.flush_status(false);
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
             if self.deadline.passed() {
                 self.abandon_rest(1);
                 break;
             }
+            if !self.dedup.admit(delivery.msg_id.as_deref()) {
+                self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             self.consume(&delivery);
+            // Recorded whatever the outcome: a failed or panicked message
+            // is not retried, so it is "finished" for the position too.
+            if let Some(status) = self.status.as_mut() {
+                status.record_delivery(&delivery, delivery.seq_id);
+            }
+            self.flush_status(false);
             if self.stats.is_disabled() {
                 self.abandon_rest(0);
+                self.flush_status(true);
                 return;
             }
         }
+        self.flush_status(true);
         if let Err(error) = self.instance.shutdown() {
             tracing::error!(plugin = %self.name, %error, "plugin shutdown hook failed");
         }
         tracing::debug!(plugin = %self.name, "plugin worker stopped");
+    }
+
+    /// Writes the status file when due (or now, with `force`). A failure is
+    /// logged, rate-limited: the position on disk is then only older.
+    fn flush_status(&mut self, force: bool) {
+        let Some(status) = self.status.as_mut() else {
+            return;
+        };
+        let flushed = if force {
+            status.flush().map(|()| true)
+        } else {
+            status.maybe_flush()
+        };
+        if let Err(error) = flushed {
+            if let Some(suppressed) = self.status_log.check() {
+                tracing::error!(plugin = %self.name, path = %status.path().display(), %error, suppressed, "cannot write the status file");
+            }
+        }
     }
 
     fn consume(&mut self, delivery: &Delivery) {

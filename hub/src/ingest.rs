@@ -99,6 +99,7 @@ struct Head {
     topic: Option<String>,
     msg_id: Option<String>,
     timestamp: Option<f64>,
+    seq_id: Option<u64>,
 }
 
 impl<'de> serde::Deserialize<'de> for Head {
@@ -137,6 +138,7 @@ impl<'de> Visitor<'de> for HeadVisitor {
                         .map(str::to_owned)
                 }
                 "timestamp" => head.timestamp = map.next_value::<serde_json::Value>()?.as_f64(),
+                "seq_id" => head.seq_id = map.next_value::<serde_json::Value>()?.as_u64(),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -174,6 +176,7 @@ pub fn classify(
         body,
         msg_id: head.msg_id,
         timestamp: head.timestamp,
+        seq_id: head.seq_id,
         source: Arc::clone(source),
         validated: false,
         signer: None,
@@ -217,6 +220,13 @@ fn scan_head(body: &str) -> Option<Head> {
                         .then(|| body.get(member.value.clone())?.parse::<f64>().ok())
                         .flatten()
                         .filter(|t| t.is_finite());
+                    continue;
+                }
+                b"seq_id" => {
+                    // Like `Value::as_u64`: plain non-negative integers only.
+                    head.seq_id = (member.kind == scan::Kind::Number)
+                        .then(|| body.get(member.value.clone())?.parse::<u64>().ok())
+                        .flatten();
                     continue;
                 }
                 _ => continue,
@@ -377,6 +387,16 @@ mod tests {
         .unwrap();
         assert_eq!(d.timestamp, Some(1.5));
         assert_eq!(d.msg_id, None);
+    }
+
+    #[test]
+    fn reads_seq_id_when_it_is_a_plain_integer() {
+        let d = classify_parts(&[b"t", br#"{"topic":"t","seq_id":42}"#]).unwrap();
+        assert_eq!(d.seq_id, Some(42));
+        let d = classify_parts(&[b"t", br#"{"topic":"t","seq_id":"42"}"#]).unwrap();
+        assert_eq!(d.seq_id, None);
+        let d = classify_parts(&[b"t", br#"{"topic":"t","seq_id":-1}"#]).unwrap();
+        assert_eq!(d.seq_id, None);
     }
 
     #[test]

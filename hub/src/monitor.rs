@@ -401,10 +401,15 @@ fn report_loop(socket: &zmq::Socket, mut reporter: Reporter, stop: &AtomicBool) 
     let poll_ms = i64::try_from(POLL.as_millis()).unwrap_or(100);
     while !stop.load(Ordering::Relaxed) {
         let mut newcomer = false;
-        if matches!(socket.poll(zmq::POLLIN, poll_ms), Ok(n) if n > 0) {
-            while let Ok(frame) = socket.recv_bytes(zmq::DONTWAIT) {
-                newcomer |= frame.first() == Some(&1);
+        match socket.poll(zmq::POLLIN, poll_ms) {
+            Ok(0) | Err(zmq::Error::EINTR) => {}
+            Ok(_) => {
+                while let Ok(frame) = socket.recv_bytes(zmq::DONTWAIT) {
+                    newcomer |= frame.first() == Some(&1);
+                }
             }
+            // Not expected (the context is ours); do not spin on it.
+            Err(_) => std::thread::sleep(POLL),
         }
         let periodic = Instant::now() >= next;
         if periodic {

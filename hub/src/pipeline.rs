@@ -206,6 +206,7 @@ mod tests {
             body: "{}".into(),
             msg_id: Some(n.to_string()),
             timestamp: None,
+            seq_id: None,
             source: Arc::new(Source {
                 name: "s".into(),
                 url: "u".into(),
@@ -221,6 +222,7 @@ mod tests {
         let settings = DispatchSettings {
             queue_capacity: 10,
             max_consecutive_panics: 5,
+            dedup_window: 0,
         };
         let (dispatcher, _) =
             Dispatcher::start(Vec::new(), settings, Arc::new(DrainDeadline::default()))

@@ -21,6 +21,7 @@ use crate::loader::{self, HubServices, PluginLibrary};
 use crate::monitor::{FailedPlugin, MonitorSources, MonitoredPlugin};
 use crate::pipeline::Pipeline;
 use crate::publish::{HubPublisher, PublisherSnapshot};
+use crate::status::StatusFile;
 use crate::topic::{minimize_prefixes, TopicFilter};
 use crate::transport::{SubscribeOptions, Subscriber, TcpKeepalive};
 
@@ -172,6 +173,7 @@ fn activate(
                 filter: TopicFilter::new(&description.topics, config.zmq_strict),
                 needs_validation,
                 instance,
+                status: open_status(config, library.name()),
             };
             (Some(plugin), report)
         }
@@ -188,6 +190,23 @@ fn activate(
 /// `gateway` for `fedmsg.consumers.gateway.enabled`).
 fn publish_modname(section_path: &str) -> &str {
     section_path.rsplit('.').next().unwrap_or(section_path)
+}
+
+/// Opens the plugin's status file when `status_directory` is set. A
+/// failure is logged and the plugin runs without one (it still works; only
+/// the backfill after a restart is lost).
+fn open_status(config: &Config, plugin: &str) -> Option<StatusFile> {
+    let dir = config.status_directory.as_ref()?;
+    match StatusFile::open(dir, plugin) {
+        Ok((status, position)) => {
+            tracing::info!(plugin, path = %status.path().display(), resume = ?position.as_ref().and_then(|p| p.msg_id.clone()), "status file");
+            Some(status)
+        }
+        Err(error) => {
+            tracing::error!(plugin, dir = %dir.display(), %error, "cannot open the status file; running without one");
+            None
+        }
+    }
 }
 
 /// The counters of a finished (or running) hub, as written to the stats file.
@@ -223,6 +242,8 @@ pub struct PluginSnapshot {
     pub panics: u64,
     /// Dropped for it.
     pub dropped: u64,
+    /// Skipped as already delivered (`dedup_window`).
+    pub duplicates: u64,
     /// Still queued.
     pub backlog: usize,
     /// Disabled after panics.
@@ -245,6 +266,7 @@ fn snapshot(ingest: &IngestStats, workers: &[WorkerHandle]) -> StatsSnapshot {
                 errors: load(&w.stats.errors),
                 panics: load(&w.stats.panics),
                 dropped: load(&w.stats.dropped),
+                duplicates: load(&w.stats.duplicates),
                 backlog: w.queue.len(),
                 disabled: w.stats.is_disabled(),
             })
@@ -284,6 +306,7 @@ pub fn run(
     let settings = DispatchSettings {
         queue_capacity: config.plugin_queue_capacity,
         max_consecutive_panics: config.plugin_max_consecutive_panics,
+        dedup_window: config.dedup_window,
     };
     let (dispatcher, workers) = Dispatcher::start(plugins, settings, Arc::clone(&deadline))?;
     if workers.is_empty() {

@@ -59,6 +59,7 @@ fn delivery(topic: &str, msg_id: Option<&str>) -> Delivery {
         body,
         msg_id: msg_id.map(str::to_owned),
         timestamp: Some(1.5),
+        seq_id: None,
         source: Arc::new(Source {
             name: "relay".into(),
             url: "tcp://127.0.0.1:9940".into(),

@@ -201,3 +201,35 @@ fn sigterm_drains_queued_messages_before_exit() -> Result<()> {
     assert!(hub.log().contains("draining plugin queues"));
     Ok(())
 }
+
+#[test]
+fn duplicates_are_dropped_and_the_position_is_recorded() -> Result<()> {
+    let mut publisher = Publisher::bind()?;
+    let sandbox = setup(&publisher, "")?;
+    let status_dir = sandbox.path().join("status");
+    let mut hub = Hub::start(
+        &sandbox,
+        &[
+            "--set",
+            "dedup_window=100",
+            "--set",
+            &format!("status_directory={:?}", status_dir.display().to_string()),
+        ],
+    )?;
+    hub.wait_subscribed(&mut publisher)?;
+    for id in ["a", "b", "a", "c", "b"] {
+        publisher.send("t.x", id)?;
+    }
+    publisher.send("t.x", "last")?;
+    assert!(wait_until(WAIT, || lines(&sandbox, "tally").last().map(String::as_str) == Some("last")));
+    let status = hub.terminate()?;
+    assert!(status.success());
+    assert_eq!(lines(&sandbox, "tally"), ["a", "b", "c", "last"]);
+    assert_eq!(hub.plugin_stats(TALLY)?["duplicates"], 2);
+
+    let recorded: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        status_dir.join(format!("{TALLY}.json")),
+    )?)?;
+    assert_eq!(recorded["position"]["msg_id"], "last", "{recorded}");
+    Ok(())
+}

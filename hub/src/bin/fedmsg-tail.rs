@@ -464,6 +464,7 @@ mod tests {
             body: body.to_string(),
             msg_id: body["msg_id"].as_str().map(str::to_owned),
             timestamp: body["timestamp"].as_f64(),
+            seq_id: None,
             source: Arc::new(Source {
                 name: "n".into(),
                 url: "tcp://127.0.0.1:1".into(),

@@ -253,12 +253,7 @@ impl Scanner<'_> {
         loop {
             // Plain printable ASCII is the bulk of any envelope (the
             // certificate alone is 1.7 kB of base64): skip it in a tight loop.
-            let rest = &self.bytes[self.at..];
-            let plain = rest
-                .iter()
-                .position(|&b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b))
-                .unwrap_or(rest.len());
-            self.at += plain;
+            self.at += plain_prefix(&self.bytes[self.at..]);
             match self.next()? {
                 b'"' => return Some(escaped),
                 b'\\' => {
@@ -379,6 +374,36 @@ impl Scanner<'_> {
     }
 }
 
+/// Length of the prefix of `bytes` made of printable ASCII other than `"`
+/// and `\\` (the bytes a string scan can skip), eight bytes at a time.
+fn plain_prefix(bytes: &[u8]) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Bit 7 of each byte of the result is set where `word`'s byte is zero
+    // (exact for the first such byte, which is all that is used).
+    let zero_bytes = |word: u64| word.wrapping_sub(ONES) & !word & HIGHS;
+    let mut at = 0;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let mut array = [0u8; 8];
+        array.copy_from_slice(chunk);
+        let word = u64::from_ne_bytes(array);
+        let special = zero_bytes(word ^ u64::from_ne_bytes([b'"'; 8]))
+            | zero_bytes(word ^ u64::from_ne_bytes([b'\\'; 8]))
+            // below 0x20: subtracting 0x20 borrows into bit 7
+            | (word.wrapping_sub(ONES * 0x20) & !word & HIGHS)
+            // 0x7f and above: adding 1 reaches bit 7 (or it was set)
+            | ((word & !HIGHS).wrapping_add(ONES) | word) & HIGHS;
+        if special != 0 {
+            break;
+        }
+        at += 8;
+    }
+    at + bytes[at..]
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b))
+        .unwrap_or(bytes.len() - at)
+}
+
 /// True when `text` is Python's `repr` of the float it denotes.
 fn float_is_canonical(text: &[u8]) -> bool {
     let Some(value) = std::str::from_utf8(text)
@@ -398,6 +423,30 @@ mod tests {
 
     fn scan(text: &str) -> Option<bool> {
         scan_object(text.as_bytes(), &mut Vec::new())
+    }
+
+    #[test]
+    fn plain_prefix_stops_at_every_special_byte() {
+        let reference = |bytes: &[u8]| {
+            bytes
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b))
+                .unwrap_or(bytes.len())
+        };
+        for special in (0u8..0x20).chain([b'"', b'\\', 0x7f, 0x80, 0xc3, 0xff]) {
+            for position in 0..20 {
+                let mut bytes = vec![b'a'; 20];
+                bytes[position] = special;
+                assert_eq!(plain_prefix(&bytes), position, "byte {special:#x} at {position}");
+                // A special byte after an ordinary one at the chunk boundary.
+                bytes[position] = b'~';
+                assert_eq!(plain_prefix(&bytes), reference(&bytes));
+            }
+        }
+        let all: Vec<u8> = (0..=255u8).collect();
+        for start in 0..all.len() {
+            assert_eq!(plain_prefix(&all[start..]), reference(&all[start..]));
+        }
     }
 
     #[test]

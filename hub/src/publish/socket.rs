@@ -119,7 +119,8 @@ impl PubSocket {
                     return Err(PublishError::NotConfigured("relay_inbound".into()));
                 }
                 // The monitor must exist before connecting, or the first
-                // events are lost.
+                // events are lost. It only serves to explain a timeout, so
+                // the socket works without it.
                 let monitor = ConnectMonitor::attach(ctx, &socket).ok();
                 for url in urls {
                     socket
