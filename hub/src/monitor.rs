@@ -129,6 +129,8 @@ pub struct Counters {
     pub panics: u64,
     /// Dropped for the plugin (queue full, disabled).
     pub dropped: u64,
+    /// Skipped as already delivered (`dedup_window`).
+    pub duplicates: u64,
 }
 
 impl Counters {
@@ -140,6 +142,7 @@ impl Counters {
             errors: load(&stats.errors),
             panics: load(&stats.panics),
             dropped: load(&stats.dropped),
+            duplicates: load(&stats.duplicates),
         }
     }
 
@@ -150,6 +153,7 @@ impl Counters {
             errors: self.errors.saturating_sub(earlier.errors),
             panics: self.panics.saturating_sub(earlier.panics),
             dropped: self.dropped.saturating_sub(earlier.dropped),
+            duplicates: self.duplicates.saturating_sub(earlier.duplicates),
         }
     }
 }

@@ -81,16 +81,19 @@ fn variations_on_and_off_the_fast_path() {
     let text = String::from_utf8(good.clone()).expect("ascii");
     let mut cases: Vec<(&str, Vec<u8>)> = vec![
         ("canonical and valid", good.clone()),
-        ("whitespace (general path)", text.replace("\"i\":1", "\"i\": 1").into_bytes()),
-        ("tampered payload", text.replace("\"seq\":1", "\"seq\":2").into_bytes()),
+        (
+            "whitespace (general path)",
+            text.replace("\"i\":1", "\"i\": 1").into_bytes(),
+        ),
+        (
+            "tampered payload",
+            text.replace("\"seq\":1", "\"seq\":2").into_bytes(),
+        ),
         (
             "tampered topic",
             text.replace("bench.msg", "bench.msh").into_bytes(),
         ),
-        (
-            "evil on a reserved topic",
-            signed_body(&evil, base.clone()),
-        ),
+        ("evil on a reserved topic", signed_body(&evil, base.clone())),
         (
             "evil on a topic without policy",
             signed_body(

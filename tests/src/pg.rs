@@ -114,6 +114,12 @@ impl PgCluster {
         self.pg_ctl_stop("fast")
     }
 
+    /// Kills the server (`-m immediate`: no clean shutdown, crash
+    /// recovery on the next start), as a crash or an OOM kill would.
+    pub fn kill(&mut self) -> Result<()> {
+        self.pg_ctl_stop("immediate")
+    }
+
     fn pg_ctl_stop(&mut self, mode: &str) -> Result<()> {
         if !self.running {
             return Ok(());

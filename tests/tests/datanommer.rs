@@ -465,7 +465,7 @@ fn a_postgres_outage_loses_nothing() -> Result<()> {
     wait_stored(&url, 100, WAIT)?;
 
     let cluster = db.cluster().context("own cluster")?;
-    cluster.stop()?;
+    cluster.kill()?;
     let down = Instant::now();
     // Messages keep arriving while the database is down.
     for chunk in 0..4 {

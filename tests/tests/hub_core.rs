@@ -221,7 +221,10 @@ fn duplicates_are_dropped_and_the_position_is_recorded() -> Result<()> {
         publisher.send("t.x", id)?;
     }
     publisher.send("t.x", "last")?;
-    assert!(wait_until(WAIT, || lines(&sandbox, "tally").last().map(String::as_str) == Some("last")));
+    assert!(wait_until(WAIT, || lines(&sandbox, "tally")
+        .last()
+        .map(String::as_str)
+        == Some("last")));
     let status = hub.terminate()?;
     assert!(status.success());
     assert_eq!(lines(&sandbox, "tally"), ["a", "b", "c", "last"]);

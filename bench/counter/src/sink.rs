@@ -139,7 +139,8 @@ impl Flusher {
 
 fn flush_loop(counters: &Counters, output: &Path, every: Duration, stop: &(Mutex<bool>, Condvar)) {
     let (flag, wake) = stop;
-    let mut written = u64::MAX;
+    // `Sink::new` wrote the file for count 0.
+    let mut written = 0;
     let Ok(mut stopped) = flag.lock() else {
         return;
     };
@@ -180,6 +181,10 @@ impl Sink {
             .filter(|d| !d.is_zero())
             .ok_or_else(|| PluginError::new(format!("flush_s must be > 0, got {flush_s}")))?;
         let counters = Arc::new(Counters::default());
+        // Written before `new` returns, so the file's existence means the
+        // plugin is up.
+        write_atomically(&output, &counters.snapshot_json(unix_ns()))
+            .map_err(|e| PluginError::context(format!("cannot write {}", output.display()), e))?;
         let flusher = Flusher::start(Arc::clone(&counters), output.clone(), every)
             .map_err(|e| PluginError::context("cannot start the flusher thread", e))?;
         let received = if latency_output.is_some() {

@@ -304,7 +304,8 @@ impl Verifier {
             return Some(Err(rejection));
         }
         let rsa = cert.rsa.as_ref()?;
-        let mut verified = rsa_sha1_verify_digest(rsa, &signature, &view.digest_without(&CREDENTIALS));
+        let mut verified =
+            rsa_sha1_verify_digest(rsa, &signature, &view.digest_without(&CREDENTIALS));
         if !verified && view.has_seq_id {
             verified = rsa_sha1_verify_digest(
                 rsa,
@@ -486,7 +487,11 @@ impl Verifier {
         signer: &str,
         expected_signer: Option<&str>,
     ) -> Result<(), Rejection> {
-        self.check_policy_on(map.get("topic").and_then(Value::as_str), signer, expected_signer)
+        self.check_policy_on(
+            map.get("topic").and_then(Value::as_str),
+            signer,
+            expected_signer,
+        )
     }
 
     /// [`Verifier::check_policy`] given the envelope's string `topic`.

@@ -150,7 +150,12 @@ impl Scanner<'_> {
     /// Canonical objects have strictly increasing keys (code point order is
     /// byte order for unescaped ASCII); an escaped key is not judged and so
     /// makes the text non-canonical.
-    fn check_key_order(&mut self, previous: &mut Option<Range<usize>>, key: &Range<usize>, escaped: bool) {
+    fn check_key_order(
+        &mut self,
+        previous: &mut Option<Range<usize>>,
+        key: &Range<usize>,
+        escaped: bool,
+    ) {
         if escaped {
             self.canonical = false;
         } else if let Some(prev) = previous {
@@ -437,7 +442,11 @@ mod tests {
             for position in 0..20 {
                 let mut bytes = vec![b'a'; 20];
                 bytes[position] = special;
-                assert_eq!(plain_prefix(&bytes), position, "byte {special:#x} at {position}");
+                assert_eq!(
+                    plain_prefix(&bytes),
+                    position,
+                    "byte {special:#x} at {position}"
+                );
                 // A special byte after an ordinary one at the chunk boundary.
                 bytes[position] = b'~';
                 assert_eq!(plain_prefix(&bytes), reference(&bytes));
