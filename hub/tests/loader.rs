@@ -146,7 +146,9 @@ fn each_plugin_gets_its_own_module_and_instance() {
     );
     assert_eq!(
         read_lines(&dir.path().join("faulty.jsonl")),
-        [json!({"msg_id": "f-1", "topic": "b.two"})]
+        [
+            json!({"msg_id": "f-1", "topic": "b.two", "validated": true, "signer": "bodhi-bodhi-backend01.phx2.fedoraproject.org"})
+        ]
     );
 }
 
@@ -303,8 +305,8 @@ fn panics_and_errors_in_consume_are_contained() {
     assert_eq!(
         read_lines(&out),
         [
-            json!({"msg_id": "1", "topic": "org.ok"}),
-            json!({"msg_id": "2", "topic": "org.ok"})
+            json!({"msg_id": "1", "topic": "org.ok", "validated": true, "signer": "bodhi-bodhi-backend01.phx2.fedoraproject.org"}),
+            json!({"msg_id": "2", "topic": "org.ok", "validated": true, "signer": "bodhi-bodhi-backend01.phx2.fedoraproject.org"})
         ]
     );
 }

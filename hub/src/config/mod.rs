@@ -232,6 +232,9 @@ pub struct Config {
     pub dedup_window: usize,
     /// Largest message body accepted, in bytes.
     pub max_message_size: usize,
+    /// How long the hub waits for a replay endpoint's answer to one gap
+    /// query, in s, before delivering what it held back without the gap.
+    pub replay_timeout: f64,
 
     /// The whole merged tree (defaults and every layer), for plugins.
     #[serde(skip)]
@@ -372,6 +375,7 @@ impl Default for Config {
             verify_threads: 0,
             dedup_window: 0,
             max_message_size: 64 * 1024 * 1024,
+            replay_timeout: 2.0,
             raw: serde_json::Value::Null,
         };
         config.raw = config.typed_json();
@@ -483,6 +487,7 @@ impl Config {
             ("post_init_sleep", self.post_init_sleep),
             ("timeout", self.timeout),
             ("shutdown_timeout", self.shutdown_timeout),
+            ("replay_timeout", self.replay_timeout),
         ] {
             // Duration::from_secs_f64 panics on these (NaN is not in the range).
             if !(0.0..=1e9).contains(&seconds) {
@@ -608,6 +613,11 @@ impl Config {
     /// `shutdown_timeout` as a duration (validated finite and non-negative).
     pub fn shutdown_duration(&self) -> Duration {
         Duration::try_from_secs_f64(self.shutdown_timeout).unwrap_or(Duration::ZERO)
+    }
+
+    /// `replay_timeout` as a duration (validated finite and non-negative).
+    pub fn replay_duration(&self) -> Duration {
+        Duration::try_from_secs_f64(self.replay_timeout).unwrap_or(Duration::ZERO)
     }
 }
 

@@ -7,6 +7,7 @@
 //! socket and the signer, builds, signs and sends. A full queue drops the
 //! message, counts it and tells the plugin (its `publish` returns an error).
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -22,6 +23,8 @@ use super::{signer_for, Publisher};
 use crate::config::Config;
 use crate::loader::HubServices;
 use crate::ratelimit::LogLimiter;
+use crate::replay::server::{bind_address as replay_bind_address, ReplayLimits, ReplayServer};
+use crate::replay::store::ReplayStore;
 
 /// Messages plugins may have waiting for the publisher thread before
 /// further publishes are dropped.
@@ -89,6 +92,9 @@ pub struct HubPublisher {
     stats: Arc<PublishStats>,
     closing: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The replay server of the hub's name (`persistent_store` and
+    /// `replay_endpoints[name]`), stopped by [`HubPublisher::close`].
+    replay: Mutex<Option<ReplayServer>>,
 }
 
 impl std::fmt::Debug for HubPublisher {
@@ -118,9 +124,17 @@ impl HubPublisher {
             stats: Arc::new(PublishStats::default()),
             closing: AtomicBool::new(false),
             thread: Mutex::new(None),
+            replay: Mutex::new(None),
         };
         match open(config, &name) {
-            Ok(inner) => {
+            Ok(mut inner) => {
+                if let Some(path) = config.persistent_store.as_deref() {
+                    let (store, server) = open_replay(config, &name, Path::new(path));
+                    if let Some(store) = store {
+                        inner.publisher = inner.publisher.with_store(store, &name);
+                    }
+                    publisher.replay = Mutex::new(server);
+                }
                 let endpoint = inner.socket_endpoint();
                 let (tx, rx) = bounded(PUBLISH_QUEUE_CAPACITY);
                 let stats = Arc::clone(&publisher.stats);
@@ -165,6 +179,7 @@ impl HubPublisher {
             stats: Arc::new(PublishStats::default()),
             closing: AtomicBool::new(false),
             thread: Mutex::new(None),
+            replay: Mutex::new(None),
         }
     }
 
@@ -270,6 +285,13 @@ impl HubPublisher {
                 "hub publisher did not finish in time; unsent messages are lost"
             );
         }
+        let server = match self.replay.lock() {
+            Ok(mut guard) => guard.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(server) = server {
+            server.stop();
+        }
         let snapshot = self.snapshot();
         tracing::info!(
             published = snapshot.published,
@@ -318,6 +340,52 @@ fn open(config: &Config, name: &str) -> Result<Inner, Unavailable> {
     Ok(Inner {
         publisher: Publisher::new(socket, builder, signer),
     })
+}
+
+/// Opens the hub's replay store at `path` (one connection stamps on the
+/// publisher thread, one answers on the replay server's thread) and starts
+/// the server when `replay_endpoints[name]` exists. Failures are logged and
+/// the hub publishes without stamping: consuming and publishing matter more
+/// than replay.
+fn open_replay(
+    config: &Config,
+    name: &str,
+    path: &Path,
+) -> (Option<ReplayStore>, Option<ReplayServer>) {
+    let store = match ReplayStore::open(path) {
+        Ok(store) => store,
+        Err(error) => {
+            tracing::error!(name, path = %path.display(), %error, "persistent_store unusable: publishing without seq_id");
+            return (None, None);
+        }
+    };
+    let Some(url) = config.replay_endpoints.get(name) else {
+        tracing::warn!(
+            name,
+            path = %path.display(),
+            "persistent_store without replay_endpoints[name]: messages are stamped and stored, but nobody can ask for them"
+        );
+        return (Some(store), None);
+    };
+    let server = ReplayStore::open(path)
+        .map_err(|e| e.to_string())
+        .and_then(|serving| {
+            ReplayServer::start(
+                &zmq::Context::new(),
+                &replay_bind_address(url),
+                name,
+                serving,
+                ReplayLimits::default(),
+            )
+            .map_err(|e| e.to_string())
+        });
+    match server {
+        Ok(server) => (Some(store), Some(server)),
+        Err(error) => {
+            tracing::error!(name, url = %url, %error, "replay server not started");
+            (Some(store), None)
+        }
+    }
 }
 
 fn publish_loop(mut inner: Inner, queue: &Receiver<Job>, stats: &PublishStats) {
@@ -441,6 +509,7 @@ mod tests {
             stats: Arc::new(PublishStats::default()),
             closing: AtomicBool::new(false),
             thread: Mutex::new(None),
+            replay: Mutex::new(None),
         };
         let modname: Arc<str> = Arc::from("m");
         publisher.submit(&modname, "t", json!(1)).expect("room");

@@ -24,6 +24,7 @@ pub use socket::{bind_address, Attach, PubSocket, SocketOptions};
 use crate::config::Config;
 use crate::crypto::{CryptoError, Signer, SignerSettings};
 use crate::envelope;
+use crate::replay::store::{ReplayStore, StoreError};
 
 /// Why a message could not be published, or a publisher not set up.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +63,9 @@ pub enum PublishError {
     /// zmq refused to send.
     #[error("cannot send: {0}")]
     Send(zmq::Error),
+    /// The replay store could not stamp or keep the message (not sent).
+    #[error("cannot store the message for replay: {0}")]
+    Store(#[source] StoreError),
 }
 
 /// Loads the signer a publisher named `name` uses when `sign_messages` is
@@ -118,6 +122,8 @@ pub struct Publisher {
     builder: EnvelopeBuilder,
     signer: Option<Signer>,
     body: Vec<u8>,
+    /// The replay store and the sender name whose `seq_id`s it stamps.
+    store: Option<(ReplayStore, String)>,
 }
 
 impl Publisher {
@@ -128,7 +134,16 @@ impl Publisher {
             builder,
             signer,
             body: Vec::with_capacity(4096),
+            store: None,
         }
+    }
+
+    /// Stamps every message published from now on with the next `seq_id`
+    /// of sender `name` and keeps it in `store` (after signing: `seq_id` is
+    /// not covered by the signature, see [`crate::replay`]).
+    pub fn with_store(mut self, store: ReplayStore, name: &str) -> Self {
+        self.store = Some((store, name.to_owned()));
+        self
     }
 
     /// The envelope builder (for composing topics).
@@ -162,6 +177,13 @@ impl Publisher {
             .to_owned();
         if let Some(signer) = &self.signer {
             signer.sign(&mut envelope).map_err(PublishError::Sign)?;
+        }
+        if let Some((store, name)) = self.store.as_mut() {
+            let mut value = Value::Object(envelope);
+            let stored = store.add(name, &mut value).map_err(PublishError::Store)?;
+            self.socket
+                .send(stored.topic.as_bytes(), stored.body.as_bytes())?;
+            return Ok(msg_id);
         }
         self.send_envelope(&envelope)?;
         Ok(msg_id)
