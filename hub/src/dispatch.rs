@@ -8,17 +8,21 @@
 //! order they were received.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 
+use crate::backlog::{Backlog, BacklogOptions};
+use crate::crypto::{Verdict, Verifier};
 use crate::dedup::DedupWindow;
 use crate::delivery::Delivery;
 use crate::loader::{ConsumeOutcome, PluginInstance};
 use crate::ratelimit::LogLimiter;
-use crate::status::StatusFile;
+use crate::replay::live::{LiveReplay, LiveReplayOptions, ReplaySink, ReplayStats};
+use crate::status::{Position, StatusFile};
 use crate::topic::TopicFilter;
 
 /// Per-plugin counters, shared between the dispatcher, the worker and
@@ -63,11 +67,42 @@ pub struct ActivePlugin {
     pub filter: TopicFilter,
     /// True when it only accepts validated messages.
     pub needs_validation: bool,
+    /// The sender name whose gaps replay fills for it (fedmsg's
+    /// `replay_name`; see [`crate::replay::live`]). `None`: no replay.
+    pub replay_name: Option<String>,
     /// The instantiated plugin.
     pub instance: PluginInstance,
     /// Where the plugin's position is recorded (`status_directory`).
     pub status: Option<StatusFile>,
+    /// What the plugin missed while the hub was down, to fetch first.
+    pub backlog: Option<BacklogPlan>,
 }
+
+/// How a worker fetches its plugin's backlog from datagrepper before it
+/// takes live messages. The worker runs it on its own thread: live messages
+/// meanwhile wait in the plugin's bounded queue (counted as dropped if it
+/// overflows) and other plugins are not delayed at all.
+pub struct BacklogPlan {
+    /// The datagrepper `/raw` URL.
+    pub url: String,
+    /// Where the plugin stopped.
+    pub position: Position,
+    /// The plugin's topic globs (the backlog is filtered locally).
+    pub filter: TopicFilter,
+    /// Paging, retry and size limits.
+    pub options: BacklogOptions,
+    /// Wait this long before asking, so that what was published just before
+    /// the hub subscribed has reached the message store.
+    pub delay: Duration,
+    /// Verifies backlog messages when the plugin needs validation.
+    pub verifier: Option<Arc<Verifier>>,
+    /// The hub's stop flag: a shutdown ends the backlog early.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Live messages checked against the backlog's msg_ids before the set is
+/// dropped: the overlap between the two is at most the backlog delay.
+const BACKLOG_OVERLAP_CHECKS: usize = 100_000;
 
 /// Settings shared by every worker.
 #[derive(Debug, Clone, Copy)]
@@ -104,6 +139,7 @@ struct Route {
     name: String,
     filter: TopicFilter,
     needs_validation: bool,
+    replay_name: Option<String>,
     tx: Sender<Arc<Delivery>>,
     stats: Arc<PluginStats>,
 }
@@ -111,7 +147,9 @@ struct Route {
 /// The ingest side of dispatch: routes each delivery to the plugins that
 /// want it. Dropping it closes every queue, which lets the workers finish.
 pub struct Dispatcher {
-    routes: Vec<Route>,
+    routes: Vec<Arc<Route>>,
+    /// Gap handling for the plugins that declare a `replay_name`.
+    replay: Option<Arc<LiveReplay>>,
 }
 
 /// A running plugin worker, as seen from outside.
@@ -146,19 +184,21 @@ impl Dispatcher {
                 max_consecutive_panics: settings.max_consecutive_panics.max(1),
                 deadline: Arc::clone(&deadline),
                 status: plugin.status,
+                backlog: plugin.backlog,
                 dedup: DedupWindow::new(settings.dedup_window),
                 status_log: LogLimiter::default(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("plugin:{}", plugin.name))
                 .spawn(move || worker.run())?;
-            routes.push(Route {
+            routes.push(Arc::new(Route {
                 name: plugin.name.clone(),
                 filter: plugin.filter,
                 needs_validation: plugin.needs_validation,
+                replay_name: plugin.replay_name,
                 tx,
                 stats: Arc::clone(&stats),
-            });
+            }));
             workers.push(WorkerHandle {
                 name: plugin.name,
                 stats,
@@ -166,7 +206,13 @@ impl Dispatcher {
                 thread,
             });
         }
-        Ok((Dispatcher { routes }, workers))
+        Ok((
+            Dispatcher {
+                routes,
+                replay: None,
+            },
+            workers,
+        ))
     }
 
     /// True when at least one plugin only accepts validated messages (so
@@ -177,7 +223,13 @@ impl Dispatcher {
 
     /// Hands `delivery` to every plugin that wants it, never blocking.
     pub fn dispatch(&self, delivery: &Arc<Delivery>) {
+        // Replay plugins of the message's sender name get it from the
+        // replay machinery (in sequence, gaps filled, duplicates dropped).
+        let replayed = self.replay.as_ref().is_some_and(|r| r.on_live(delivery));
         for route in &self.routes {
+            if replayed && route.replay_name.as_deref() == Some(delivery.source.name.as_str()) {
+                continue;
+            }
             if route.needs_validation && !delivery.validated {
                 continue;
             }
@@ -185,6 +237,66 @@ impl Dispatcher {
                 continue;
             }
             route.offer(delivery);
+        }
+    }
+
+    /// True when some plugin declares a `replay_name`.
+    pub fn any_replay(&self) -> bool {
+        self.routes.iter().any(|r| r.replay_name.is_some())
+    }
+
+    /// True when some plugin declaring a `replay_name` needs validation
+    /// (so replayed messages must be verified).
+    pub fn replay_needs_validation(&self) -> bool {
+        self.routes
+            .iter()
+            .any(|r| r.replay_name.is_some() && r.needs_validation)
+    }
+
+    /// Starts replay for the plugins that declare a `replay_name` whose
+    /// name has an entry in `options.endpoints`; a name without one is
+    /// logged (warn) and its plugins get live messages only. Returns the
+    /// replay counters, or `None` when no plugin gets replay.
+    ///
+    /// # Errors
+    ///
+    /// The replay thread could not be spawned.
+    pub fn enable_replay(
+        &mut self,
+        options: LiveReplayOptions,
+    ) -> std::io::Result<Option<Arc<ReplayStats>>> {
+        let mut sinks: HashMap<String, Vec<Arc<dyn ReplaySink>>> = HashMap::new();
+        for route in &self.routes {
+            let Some(name) = &route.replay_name else {
+                continue;
+            };
+            if !options.endpoints.contains_key(name) {
+                tracing::warn!(plugin = %route.name, replay_name = %name, "replay_endpoints has no entry for the plugin's replay_name: gaps will not be filled");
+                continue;
+            }
+            tracing::info!(plugin = %route.name, replay_name = %name, endpoint = %options.endpoints[name], "replay on");
+            sinks
+                .entry(name.clone())
+                .or_default()
+                .push(Arc::clone(route) as Arc<dyn ReplaySink>);
+        }
+        if sinks.is_empty() {
+            return Ok(None);
+        }
+        let live = LiveReplay::start(sinks, options)?;
+        let stats = live.stats();
+        self.replay = Some(live);
+        Ok(Some(stats))
+    }
+}
+
+impl ReplaySink for Route {
+    fn offer_if_wanted(&self, delivery: &Arc<Delivery>) {
+        if self.needs_validation && !delivery.validated {
+            return;
+        }
+        if self.filter.matches(&delivery.topic) {
+            self.offer(delivery);
         }
     }
 }
@@ -227,8 +339,27 @@ struct Worker {
     max_consecutive_panics: u64,
     deadline: Arc<DrainDeadline>,
     status: Option<StatusFile>,
+    backlog: Option<BacklogPlan>,
     dedup: DedupWindow,
     status_log: LogLimiter,
+}
+
+/// Sleeps `duration` in short steps; false when `stop` was set meanwhile.
+fn sleep_unless_stopped(duration: Duration, stop: &AtomicBool) -> bool {
+    let until = Instant::now() + duration;
+    while Instant::now() < until {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())));
+    }
+    !stop.load(Ordering::Relaxed)
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// How long an idle worker waits before looking at its status file again.
@@ -236,6 +367,11 @@ const IDLE_FLUSH_CHECK: Duration = Duration::from_secs(1);
 
 impl Worker {
     fn run(mut self) {
+        let mut from_backlog = match self.backlog.take() {
+            Some(plan) => self.deliver_backlog(plan),
+            None => HashSet::new(),
+        };
+        let mut overlap_checks = 0usize;
         loop {
             let wait = self
                 .status
@@ -254,17 +390,18 @@ impl Worker {
                 self.abandon_rest(1);
                 break;
             }
-            if !self.dedup.admit(delivery.msg_id.as_deref()) {
-                self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                continue;
+            if !from_backlog.is_empty() {
+                overlap_checks += 1;
+                let seen = delivery.msg_id.as_ref().is_some_and(|id| from_backlog.remove(id));
+                if overlap_checks >= BACKLOG_OVERLAP_CHECKS {
+                    from_backlog = HashSet::new();
+                }
+                if seen {
+                    self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
             }
-            self.consume(&delivery);
-            // Recorded whatever the outcome: a failed or panicked message
-            // is not retried, so it is "finished" for the position too.
-            if let Some(status) = self.status.as_mut() {
-                status.record_delivery(&delivery, delivery.seq_id);
-            }
-            self.flush_status(false);
+            self.deliver(&delivery);
             if self.stats.is_disabled() {
                 self.abandon_rest(0);
                 self.flush_status(true);
@@ -276,6 +413,73 @@ impl Worker {
             tracing::error!(plugin = %self.name, %error, "plugin shutdown hook failed");
         }
         tracing::debug!(plugin = %self.name, "plugin worker stopped");
+    }
+
+    /// Consumes one message (unless dedup says it was seen) and records it
+    /// in the status file.
+    fn deliver(&mut self, delivery: &Delivery) {
+        if !self.dedup.admit(delivery.msg_id.as_deref()) {
+            self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.consume(delivery);
+        // Recorded whatever the outcome: a failed or panicked message is not
+        // retried, so it is "finished" for the position too.
+        if let Some(status) = self.status.as_mut() {
+            status.record_delivery(delivery, delivery.seq_id);
+        }
+        self.flush_status(false);
+    }
+
+    /// Fetches and consumes everything the plugin missed, in order, and
+    /// returns the msg_ids delivered so the live messages that overlap the
+    /// backlog are not delivered twice.
+    fn deliver_backlog(&mut self, plan: BacklogPlan) -> HashSet<String> {
+        let mut delivered = HashSet::new();
+        if !sleep_unless_stopped(plan.delay, &plan.stop) {
+            return delivered;
+        }
+        let end = unix_now();
+        let backlog = match Backlog::new(&plan.url, &plan.position, end, plan.filter, plan.options, Arc::clone(&plan.stop)) {
+            Ok(backlog) => backlog,
+            Err(error) => {
+                tracing::error!(plugin = %self.name, url = %plan.url, %error, "cannot fetch the backlog");
+                return delivered;
+            }
+        };
+        let (mut count, mut invalid) = (0u64, 0u64);
+        for item in backlog {
+            let mut delivery = match item {
+                Ok(delivery) => delivery,
+                Err(error) => {
+                    tracing::error!(plugin = %self.name, url = %plan.url, %error, delivered = count, "backlog stopped early");
+                    break;
+                }
+            };
+            if let Some(verifier) = &plan.verifier {
+                match verifier.verify_body(delivery.body.as_bytes()) {
+                    Verdict::Valid { signer } => {
+                        delivery.validated = true;
+                        delivery.signer = Some(signer);
+                    }
+                    Verdict::Invalid(rejection) => {
+                        invalid += 1;
+                        tracing::debug!(plugin = %self.name, msg_id = delivery.msg_id.as_deref().unwrap_or(""), %rejection, "invalid backlog message skipped");
+                        continue;
+                    }
+                }
+            }
+            if let Some(id) = &delivery.msg_id {
+                delivered.insert(id.clone());
+            }
+            self.deliver(&delivery);
+            count += 1;
+            if self.stats.is_disabled() {
+                break;
+            }
+        }
+        tracing::info!(plugin = %self.name, delivered = count, invalid, "backlog from datagrepper delivered");
+        delivered
     }
 
     /// Writes the status file when due (or now, with `force`). A failure is

@@ -15,13 +15,15 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::crypto::{Verifier, VerifierSettings};
-use crate::dispatch::{ActivePlugin, DispatchSettings, Dispatcher, DrainDeadline, WorkerHandle};
+use crate::backlog::BacklogOptions;
+use crate::dispatch::{BacklogPlan, ActivePlugin, DispatchSettings, Dispatcher, DrainDeadline, WorkerHandle};
 use crate::ingest::{self, IngestStats, Limits};
 use crate::loader::{self, HubServices, PluginLibrary};
 use crate::monitor::{FailedPlugin, MonitorSources, MonitoredPlugin};
 use crate::pipeline::Pipeline;
 use crate::publish::{HubPublisher, PublisherSnapshot};
-use crate::status::StatusFile;
+use crate::replay::live::{LiveReplayOptions, ReplaySnapshot, ReplayStats};
+use crate::status::{Position, StatusFile};
 use crate::topic::{minimize_prefixes, TopicFilter};
 use crate::transport::{SubscribeOptions, Subscriber, TcpKeepalive};
 
@@ -168,12 +170,16 @@ fn activate(
                 needs_validation,
                 "enabled by config"
             );
+            let filter = TopicFilter::new(&description.topics, config.zmq_strict);
+            let (status, position) = open_status(config, library.name());
             let plugin = ActivePlugin {
                 name: library.name().to_owned(),
-                filter: TopicFilter::new(&description.topics, config.zmq_strict),
+                backlog: backlog_plan(config, library.name(), position, &filter),
+                filter,
                 needs_validation,
+                replay_name: description.replay_name.clone(),
                 instance,
-                status: open_status(config, library.name()),
+                status,
             };
             (Some(plugin), report)
         }
@@ -192,21 +198,54 @@ fn publish_modname(section_path: &str) -> &str {
     section_path.rsplit('.').next().unwrap_or(section_path)
 }
 
-/// Opens the plugin's status file when `status_directory` is set. A
-/// failure is logged and the plugin runs without one (it still works; only
-/// the backfill after a restart is lost).
-fn open_status(config: &Config, plugin: &str) -> Option<StatusFile> {
-    let dir = config.status_directory.as_ref()?;
+/// Opens the plugin's status file when `status_directory` is set, with
+/// the position it recorded last time. A failure is logged and the plugin
+/// runs without one (it still works; only the backfill after a restart is
+/// lost).
+fn open_status(config: &Config, plugin: &str) -> (Option<StatusFile>, Option<Position>) {
+    let Some(dir) = config.status_directory.as_ref() else {
+        return (None, None);
+    };
     match StatusFile::open(dir, plugin) {
         Ok((status, position)) => {
-            tracing::info!(plugin, path = %status.path().display(), resume = ?position.as_ref().and_then(|p| p.msg_id.clone()), "status file");
-            Some(status)
+            tracing::info!(plugin, path = %status.path().display(), resume_after = ?position.as_ref().and_then(|p| p.msg_id.clone()), "status file");
+            (Some(status), position)
         }
         Err(error) => {
             tracing::error!(plugin, dir = %dir.display(), %error, "cannot open the status file; running without one");
-            None
+            (None, None)
         }
     }
+}
+
+/// Seconds the backlog waits after start so that messages published just
+/// before the hub subscribed have reached the message store.
+const BACKLOG_DELAY: Duration = Duration::from_secs(1);
+
+/// A backlog plan for a plugin that has a recorded position, when
+/// `datagrepper_url` is configured. The verifier and the stop flag are
+/// filled in by [`run`].
+fn backlog_plan(
+    config: &Config,
+    plugin: &str,
+    position: Option<Position>,
+    filter: &TopicFilter,
+) -> Option<BacklogPlan> {
+    let url = config.datagrepper_url.clone().filter(|u| !u.is_empty())?;
+    let position = position?;
+    tracing::info!(plugin, %url, "will fetch the backlog before live messages");
+    Some(BacklogPlan {
+        url,
+        position,
+        filter: filter.clone(),
+        options: BacklogOptions {
+            max_message_size: config.max_message_size,
+            ..BacklogOptions::default()
+        },
+        delay: BACKLOG_DELAY,
+        verifier: None,
+        stop: Arc::new(AtomicBool::new(false)),
+    })
 }
 
 /// The counters of a finished (or running) hub, as written to the stats file.
@@ -225,6 +264,9 @@ pub struct StatsSnapshot {
     /// The hub publisher's counters, when the hub has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub publisher: Option<PublisherSnapshot>,
+    /// seq_id replay counters, when some plugin gets replay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplaySnapshot>,
 }
 
 /// One plugin's counters.
@@ -272,6 +314,7 @@ fn snapshot(ingest: &IngestStats, workers: &[WorkerHandle]) -> StatsSnapshot {
             })
             .collect(),
         publisher: None,
+        replay: None,
     }
 }
 
@@ -302,6 +345,19 @@ pub fn run(
         .flat_map(|p| p.filter.subscriptions())
         .collect();
     minimize_prefixes(&mut prefixes);
+    // One verifier for live messages and backlogs alike (one certificate
+    // cache), created only when some plugin wants validation.
+    let verifier = plugins
+        .iter()
+        .any(|p| p.needs_validation)
+        .then(|| Arc::new(Verifier::new(verifier_settings(config))));
+    let mut plugins = plugins;
+    for plugin in &mut plugins {
+        if let Some(plan) = plugin.backlog.as_mut() {
+            plan.stop = Arc::clone(&stop);
+            plan.verifier = verifier.clone().filter(|_| plugin.needs_validation);
+        }
+    }
     let deadline = Arc::new(DrainDeadline::default());
     let settings = DispatchSettings {
         queue_capacity: config.plugin_queue_capacity,
@@ -313,6 +369,8 @@ pub fn run(
         tracing::warn!("no plugin is enabled: the hub will receive nothing");
     }
     let ingest_stats = Arc::new(IngestStats::default());
+    let mut dispatcher = dispatcher;
+    let replay_stats = enable_replay(config, &mut dispatcher, verifier.as_ref(), &ingest_stats)?;
     let monitor = start_monitor(config, &workers, &ingest_stats, options);
 
     let ctx = zmq::Context::new();
@@ -325,10 +383,9 @@ pub fn run(
     tracing::info!(endpoints = subscriber.len(), plugins = workers.len(), subscriptions = ?prefixes, "hub started");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 
-    let mut pipeline = if dispatcher.any_needs_validation() {
+    let mut pipeline = if let Some(verifier) = verifier {
         let threads = config.effective_verify_threads();
         tracing::info!(threads, "signature validation on");
-        let verifier = Arc::new(Verifier::new(verifier_settings(config)));
         Pipeline::pooled(dispatcher, verifier, threads, Arc::clone(&ingest_stats))?
     } else {
         tracing::info!("signature validation off");
@@ -368,12 +425,45 @@ pub fn run(
         publisher.close(timeout.max(Duration::from_secs(1)));
         stats.publisher = Some(publisher.snapshot());
     }
+    stats.replay = replay_stats.map(|r| r.snapshot());
     drop(monitor);
     log_summary(&stats);
     if let Some(path) = &options.stats_file {
         write_stats(path, &stats);
     }
     Ok(())
+}
+
+/// Starts seq_id replay for the plugins declaring a `replay_name` (see
+/// [`crate::replay::live`]): replayed messages are checked like live ones
+/// (frame checks, and the hub's verifier when such a plugin needs
+/// validation), and a gap holds at most `plugin_queue_capacity` messages.
+fn enable_replay(
+    config: &Config,
+    dispatcher: &mut Dispatcher,
+    verifier: Option<&Arc<Verifier>>,
+    ingest: &Arc<IngestStats>,
+) -> std::io::Result<Option<Arc<ReplayStats>>> {
+    if !dispatcher.any_replay() {
+        return Ok(None);
+    }
+    let options = LiveReplayOptions {
+        endpoints: config
+            .replay_endpoints
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        timeout: config.replay_duration(),
+        hold_capacity: config.plugin_queue_capacity,
+        limits: Limits {
+            max_message_size: config.max_message_size,
+        },
+        verifier: verifier
+            .filter(|_| dispatcher.replay_needs_validation())
+            .cloned(),
+        ingest: Arc::clone(ingest),
+    };
+    dispatcher.enable_replay(options)
 }
 
 /// Starts the monitoring socket when `moksha.monitoring.socket` is set. A

@@ -170,6 +170,9 @@ impl Publisher {
     pub fn bind() -> Result<Publisher> {
         let ctx = zmq::Context::new();
         let socket = ctx.socket(zmq::XPUB)?;
+        // Verbose: pass every subscription up, also one another subscriber
+        // already made, so each hub's arrival is seen.
+        socket.set_xpub_verbose(true)?;
         socket.set_sndhwm(0)?;
         socket.set_linger(2000)?;
         socket.bind("tcp://127.0.0.1:*")?;

@@ -31,6 +31,9 @@
 //! ([`client::ReplayClient::fetch_range`]) and delivers, in order, before
 //! the message that revealed it.
 //!
+//! In the running hub, [`live::LiveReplay`] does this for the plugins that
+//! declare a `replay_name`, on a thread of its own (see its module docs).
+//!
 //! # `seq_id` and signatures
 //!
 //! `seq_id` is added **after** signing (the store assigns it, and signing
@@ -67,6 +70,7 @@
 //!   one store file can serve several names.
 
 pub mod client;
+pub mod live;
 pub mod query;
 pub mod server;
 pub mod store;
