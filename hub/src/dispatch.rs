@@ -7,8 +7,8 @@
 //! which is arrival order, so a plugin sees one endpoint's messages in the
 //! order they were received.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -351,7 +351,9 @@ fn sleep_unless_stopped(duration: Duration, stop: &AtomicBool) -> bool {
         if stop.load(Ordering::Relaxed) {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())));
+        std::thread::sleep(
+            Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())),
+        );
     }
     !stop.load(Ordering::Relaxed)
 }
@@ -392,7 +394,10 @@ impl Worker {
             }
             if !from_backlog.is_empty() {
                 overlap_checks += 1;
-                let seen = delivery.msg_id.as_ref().is_some_and(|id| from_backlog.remove(id));
+                let seen = delivery
+                    .msg_id
+                    .as_ref()
+                    .is_some_and(|id| from_backlog.remove(id));
                 if overlap_checks >= BACKLOG_OVERLAP_CHECKS {
                     from_backlog = HashSet::new();
                 }
@@ -440,7 +445,14 @@ impl Worker {
             return delivered;
         }
         let end = unix_now();
-        let backlog = match Backlog::new(&plan.url, &plan.position, end, plan.filter, plan.options, Arc::clone(&plan.stop)) {
+        let backlog = match Backlog::new(
+            &plan.url,
+            &plan.position,
+            end,
+            plan.filter,
+            plan.options,
+            Arc::clone(&plan.stop),
+        ) {
             Ok(backlog) => backlog,
             Err(error) => {
                 tracing::error!(plugin = %self.name, url = %plan.url, %error, "cannot fetch the backlog");

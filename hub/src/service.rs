@@ -13,10 +13,12 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::backlog::BacklogOptions;
 use crate::config::Config;
 use crate::crypto::{Verifier, VerifierSettings};
-use crate::backlog::BacklogOptions;
-use crate::dispatch::{BacklogPlan, ActivePlugin, DispatchSettings, Dispatcher, DrainDeadline, WorkerHandle};
+use crate::dispatch::{
+    ActivePlugin, BacklogPlan, DispatchSettings, Dispatcher, DrainDeadline, WorkerHandle,
+};
 use crate::ingest::{self, IngestStats, Limits};
 use crate::loader::{self, HubServices, PluginLibrary};
 use crate::monitor::{FailedPlugin, MonitorSources, MonitoredPlugin};

@@ -315,6 +315,14 @@ impl Hub {
         self.wait_exit(WAIT)
     }
 
+    /// Kills the hub with SIGKILL (a crash: no drain, no status flush).
+    pub fn kill(&mut self) -> Result<()> {
+        let mut child = self.child.take().context("hub already stopped")?;
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+
     /// Waits (bounded) for the hub to exit by itself.
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
         let child = self.child.as_mut().context("hub already stopped")?;

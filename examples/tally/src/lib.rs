@@ -6,15 +6,22 @@
 //! enabled = true
 //! output = "/var/tmp/tally.jsonl"   # required
 //! topic = ["org.fedoraproject.*"]   # optional: a glob or a list; default "*"
+//! skip_existing = false             # optional: skip msg_ids already in the file
 //! ```
+//!
+//! `skip_existing` makes the sink idempotent across restarts, the way a real
+//! store is (datanommer skips a known `msg_id`): the hub delivers at least
+//! once after a crash (its status file may be up to a second behind what
+//! the plugin finished), and the plugin drops what it already has.
 //!
 //! Each line reaches the file in a single `write(2)` on a file opened with
 //! `O_APPEND`, so concurrent readers only ever see whole lines, plus at most
 //! one line still being written at the very end (without its newline yet).
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use fedmsg_plugin_api::{
     export_plugin, ConsumeError, ConsumerPlugin, HubContext, Message, PluginConfig, PluginError,
@@ -27,6 +34,8 @@ pub struct Tally {
     file: File,
     // Reused for every message so that consuming does not allocate.
     line: Vec<u8>,
+    // msg_ids already in the file at start (`skip_existing`).
+    existing: HashSet<String>,
 }
 
 /// One output line.
@@ -52,14 +61,23 @@ impl ConsumerPlugin for Tally {
             .append(true)
             .open(&path)
             .map_err(|e| PluginError::context(format!("cannot open {}", path.display()), e))?;
+        let existing = if config.get_or("skip_existing", false)? {
+            existing_ids(&path)?
+        } else {
+            HashSet::new()
+        };
         Ok(Tally {
             path,
             file,
             line: Vec::with_capacity(256),
+            existing,
         })
     }
 
     fn consume(&mut self, msg: &Message<'_>) -> Result<(), ConsumeError> {
+        if !self.existing.is_empty() && msg.msg_id().is_some_and(|id| self.existing.contains(id)) {
+            return Ok(());
+        }
         self.line.clear();
         serde_json::to_writer(
             &mut self.line,
@@ -76,6 +94,26 @@ impl ConsumerPlugin for Tally {
             ConsumeError::context(format!("cannot append to {}", self.path.display()), e)
         })
     }
+}
+
+/// The msg_ids of the lines already in `path` (a missing file has none; a
+/// torn last line left by a crash is ignored).
+fn existing_ids(path: &Path) -> Result<HashSet<String>, PluginError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashSet::new()),
+        Err(e) => {
+            return Err(PluginError::context(
+                format!("cannot read {}", path.display()),
+                e,
+            ))
+        }
+    };
+    Ok(text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|line| line["msg_id"].as_str().map(str::to_owned))
+        .collect())
 }
 
 export_plugin!(Tally);

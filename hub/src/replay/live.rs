@@ -295,7 +295,14 @@ impl LiveReplay {
             .missing
             .fetch_add(held.to - held.from + 1, Ordering::Relaxed);
         if let Some(suppressed) = self.fail_log.check() {
-            tracing::warn!(name, from = held.from, to = held.to, why, suppressed, "replay failed: delivering without the missing messages");
+            tracing::warn!(
+                name,
+                from = held.from,
+                to = held.to,
+                why,
+                suppressed,
+                "replay failed: delivering without the missing messages"
+            );
         }
     }
 
@@ -321,12 +328,7 @@ impl LiveReplay {
 
     /// The fetch of `generation` for `name` ended with `replayed` (checked,
     /// in `seq_id` order), or failed with `error`.
-    fn complete(
-        &self,
-        name: &str,
-        generation: u64,
-        replayed: Result<Vec<Arc<Delivery>>, String>,
-    ) {
+    fn complete(&self, name: &str, generation: u64, replayed: Result<Vec<Arc<Delivery>>, String>) {
         let mut state = self.lock();
         if state.held.get(name).map(|h| h.generation) != Some(generation) {
             // Given up meanwhile (hold overflow); what came back is late.
@@ -344,9 +346,20 @@ impl LiveReplay {
                     self.stats
                         .missing
                         .fetch_add(wanted - count, Ordering::Relaxed);
-                    tracing::warn!(name, from = held.from, to = held.to, got = count, "replay answered only part of the gap");
+                    tracing::warn!(
+                        name,
+                        from = held.from,
+                        to = held.to,
+                        got = count,
+                        "replay answered only part of the gap"
+                    );
                 } else {
-                    tracing::info!(name, from = held.from, to = held.to, "seq_id gap filled by replay");
+                    tracing::info!(
+                        name,
+                        from = held.from,
+                        to = held.to,
+                        "seq_id gap filled by replay"
+                    );
                 }
                 self.release(&mut state, name, held, messages);
             }
@@ -440,7 +453,9 @@ impl Fetcher {
                     }
                     // Still offered: plugins that do not need validation
                     // take it, the others skip it, exactly as live.
-                    Verdict::Invalid(rejection) => self.ingest.record_invalid(&delivery, &rejection),
+                    Verdict::Invalid(rejection) => {
+                        self.ingest.record_invalid(&delivery, &rejection)
+                    }
                 }
             }
             out.push(Arc::new(delivery));
@@ -506,7 +521,8 @@ mod tests {
         let path = dir.path().join("store.sqlite");
         let mut store = crate::replay::store::ReplayStore::open(&path).expect("store");
         for n in 1..=5 {
-            let mut envelope = serde_json::json!({"topic": "org.test.t", "msg_id": format!("m{n}")});
+            let mut envelope =
+                serde_json::json!({"topic": "org.test.t", "msg_id": format!("m{n}")});
             store.add("pub", &mut envelope).expect("add");
         }
         let server = crate::replay::server::ReplayServer::start(
@@ -539,7 +555,10 @@ mod tests {
             .and_then(|l| l.local_addr())
             .expect("port")
             .port();
-        let (live, sink) = start(&format!("tcp://127.0.0.1:{port}"), Duration::from_millis(300));
+        let (live, sink) = start(
+            &format!("tcp://127.0.0.1:{port}"),
+            Duration::from_millis(300),
+        );
         live.on_live(&delivery("pub", 1));
         live.on_live(&delivery("pub", 3));
         live.on_live(&delivery("pub", 4));

@@ -13,6 +13,7 @@
 //! publish_on = "echo"            # a topic containing this is re-published
 //!                                # as `<topic>.reply`; a publish error fails
 //! validate_signatures = false    # opt out of (or into) validation
+//! replay_name = "relay_outbound" # the sender name whose gaps replay fills
 //! ```
 //!
 //! Each line also records whether the hub validated the message and who
@@ -72,6 +73,10 @@ impl ConsumerPlugin for Faulty {
 
     fn validate_signatures(config: &PluginConfig) -> Result<Option<bool>, PluginError> {
         Ok(config.get("validate_signatures")?)
+    }
+
+    fn replay_name(config: &PluginConfig) -> Result<Option<String>, PluginError> {
+        Ok(config.get("replay_name")?)
     }
 
     fn new(config: &PluginConfig, ctx: HubContext) -> Result<Self, PluginError> {
