@@ -41,7 +41,7 @@ fn vectors() -> Result<Vec<Vector>> {
 fn validating_config(sandbox: &Sandbox, publisher: &Publisher) -> String {
     let pki = pyfedmsg().join("pki");
     format!(
-        "validate_signatures = true\nca_cert_location = {:?}\ncrl_location = {:?}\nrouting_nitpicky = false\n{}\n\
+        "validate_signatures = true\n# Several vectors share a msg_id (tampered copies of 01): judge each.\ndedup_window = 0\nca_cert_location = {:?}\ncrl_location = {:?}\nrouting_nitpicky = false\n{}\n\
          [routing_policy]\n\"org.fedoraproject.dev.logger.log\" = [\"shell-app01\"]\n\
          \"org.fedoraproject.dev.bench.msg\" = [\"shell-app01\"]\n\
          \"org.fedoraproject.dev.reserved.topic\" = [\"shell-app01\"]\n\n\

@@ -373,7 +373,7 @@ impl Default for Config {
             shutdown_timeout: 10.0,
             state_dir: "/var/lib/fedmsg-hub".into(),
             verify_threads: 0,
-            dedup_window: 0,
+            dedup_window: 4096,
             max_message_size: 64 * 1024 * 1024,
             replay_timeout: 2.0,
             raw: serde_json::Value::Null,

@@ -100,7 +100,7 @@ fn defaults_are_fedmsgs_effective_defaults() {
     assert_eq!(c.plugin_max_consecutive_panics, 5);
     assert_eq!(c.shutdown_timeout, 10.0);
     assert_eq!(c.state_dir, PathBuf::from("/var/lib/fedmsg-hub"));
-    assert_eq!((c.verify_threads, c.dedup_window), (0, 0));
+    assert_eq!((c.verify_threads, c.dedup_window), (0, 4096));
     assert_eq!(c.hub_name, None);
     assert_eq!(c.moksha.monitoring, MonitoringConfig::default());
     // The raw tree of the defaults has the typed keys but no nulls.
