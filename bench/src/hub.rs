@@ -288,6 +288,10 @@ fn our_command(
          state_dir = {state_dir}\n\
          shutdown_timeout = 30.0\n\
          high_water_mark = {hwm}\n\
+         # The Python hub has no duplicate filter; ours would spend a third of\n\
+         # each plugin worker's time on it (three SipHashes and an allocation\n\
+         # per message).\n\
+         dedup_window = 0\n\
          ca_cert_location = {ca}\n\
          crl_location = {crl}\n\
          crypto_validate_backends = [\"x509\"]\n\

@@ -43,6 +43,7 @@ use crate::dispatch::PluginStats;
 use crate::ingest::IngestStats;
 use crate::publish::HubPublisher;
 use crate::ratelimit::LogLimiter;
+use crate::replay::live::{ReplaySnapshot, ReplayStats};
 
 /// moksha's reporting interval.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
@@ -230,6 +231,9 @@ pub struct HubStatus {
     pub rejected: BTreeMap<String, u64>,
     /// Signature validation failures by reason.
     pub invalid: BTreeMap<String, u64>,
+    /// seq_id replay counters, when some plugin gets replay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplaySnapshot>,
 }
 
 /// A running plugin, as the monitor sees it.
@@ -273,6 +277,8 @@ pub struct MonitorSources {
     pub publisher: Option<Arc<HubPublisher>>,
     /// `plugin_queue_capacity`.
     pub queue_capacity: usize,
+    /// seq_id replay counters, when some plugin gets replay.
+    pub replay: Option<Arc<ReplayStats>>,
 }
 
 /// Why the monitoring socket could not be set up.
@@ -614,6 +620,7 @@ impl Reporter {
             accepted: ingest.accepted(),
             rejected: owned(ingest.rejected()),
             invalid: owned(ingest.invalid()),
+            replay: self.sources.replay.as_ref().map(|r| r.snapshot()),
         }
     }
 }
@@ -651,6 +658,7 @@ mod tests {
                 error: "constructor failed: boom".into(),
             }],
             ingest: Arc::new(IngestStats::default()),
+            replay: None,
             publisher: None,
             queue_capacity: 10,
         }

@@ -373,7 +373,13 @@ pub fn run(
     let ingest_stats = Arc::new(IngestStats::default());
     let mut dispatcher = dispatcher;
     let replay_stats = enable_replay(config, &mut dispatcher, verifier.as_ref(), &ingest_stats)?;
-    let monitor = start_monitor(config, &workers, &ingest_stats, options);
+    let monitor = start_monitor(
+        config,
+        &workers,
+        &ingest_stats,
+        replay_stats.clone(),
+        options,
+    );
 
     let ctx = zmq::Context::new();
     let endpoints = config.endpoint_urls();
@@ -476,6 +482,7 @@ fn start_monitor(
     config: &Config,
     workers: &[WorkerHandle],
     ingest: &Arc<IngestStats>,
+    replay: Option<Arc<ReplayStats>>,
     options: &RunOptions,
 ) -> Option<crate::monitor::Monitor> {
     let report_of = |name: &str| {
@@ -522,6 +529,7 @@ fn start_monitor(
         ingest: Arc::clone(ingest),
         publisher: options.publisher.clone(),
         queue_capacity: config.plugin_queue_capacity,
+        replay,
     };
     let interval = options
         .monitor_interval

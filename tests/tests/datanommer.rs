@@ -87,8 +87,10 @@ fn wait_stored(url: &str, n: usize, timeout: Duration) -> Result<()> {
 fn setup(publisher: &Publisher, url: &str, extra: &str) -> Result<Sandbox> {
     let sandbox = Sandbox::new()?;
     sandbox.add_plugin(PLUGIN)?;
+    // dedup_window = 0: the duplicate must reach the plugin, whose own
+    // skipping of a known msg_id is under test.
     let config = format!(
-        "{}\n[datanommer]\nenabled = true\nurl = {url:?}\nflush_interval = 0.05\n{extra}",
+        "dedup_window = 0\n{}\n[datanommer]\nenabled = true\nurl = {url:?}\nflush_interval = 0.05\n{extra}",
         sandbox.base_config(publisher.endpoint()),
     );
     sandbox.write_config("base.toml", &config)?;

@@ -497,6 +497,48 @@ mod tests {
     }
 
     #[test]
+    fn a_persistent_store_stamps_seq_ids_and_serves_replay() {
+        let dir = tempfile::tempdir().expect("dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let replay_url = format!("tcp://127.0.0.1:{port}");
+        let mut config = config_with_endpoint("tcp://127.0.0.1:*");
+        config.persistent_store = Some(dir.path().join("hub.sqlite").display().to_string());
+        config
+            .replay_endpoints
+            .insert("test.hub".into(), replay_url.clone());
+        let publisher = Arc::new(HubPublisher::start(&config));
+        let endpoint = publisher.snapshot().endpoint.expect("bound");
+        let ctx = zmq::Context::new();
+        let sub = ctx.socket(zmq::SUB).expect("sub");
+        sub.set_subscribe(b"").expect("subscribe");
+        sub.connect(&endpoint).expect("connect");
+        let services = publisher.services_for("faulty");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let first = loop {
+            services.publish("p", "t", &json!({})).expect("queued");
+            if sub.poll(zmq::POLLIN, 100).expect("poll") > 0 {
+                break sub.recv_multipart(0).expect("recv");
+            }
+            assert!(Instant::now() < deadline, "nothing received");
+        };
+        let body: Value = serde_json::from_slice(&first[1]).expect("json");
+        let seq_id = body["seq_id"].as_u64().expect("stamped");
+        let mut client = crate::replay::client::ReplayClient::new(&ctx);
+        let replayed = client
+            .fetch_range(&replay_url, 1, seq_id, Duration::from_secs(20))
+            .expect("replay answers");
+        assert_eq!(replayed.len() as u64, seq_id, "every message was stored");
+        assert_eq!(
+            replayed.last().map(|r| r.body.as_bytes()),
+            Some(first[1].as_slice())
+        );
+        publisher.close(Duration::from_secs(5));
+    }
+
+    #[test]
     fn a_full_queue_drops_and_counts() {
         // A publisher whose thread never started: the queue only fills.
         let (tx, _rx) = bounded(1);

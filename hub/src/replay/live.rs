@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::client::{Action, GapTracker, ReplayClient, Replayed};
 use crate::crypto::{Verdict, Verifier};
@@ -68,7 +68,8 @@ pub struct ReplayStats {
 }
 
 /// The replay counters at one moment.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct ReplaySnapshot {
     /// Gaps detected (each one a fetch).
     pub gaps: u64,
@@ -217,6 +218,11 @@ impl LiveReplay {
             if let Some(held) = state.held.remove(name) {
                 self.fail(name, &held, "too many messages held behind the gap");
                 self.release(&mut state, name, held, Vec::new());
+            }
+            // Releasing may have opened the next gap: queue behind it.
+            if let Some(held) = state.held.get_mut(name) {
+                held.queue.push_back(Arc::clone(delivery));
+                return true;
             }
         }
         self.observe(&mut state, delivery);
@@ -496,13 +502,21 @@ mod tests {
     }
 
     fn start(endpoint: &str, timeout: Duration) -> (Arc<LiveReplay>, Arc<Collect>) {
+        start_holding(endpoint, timeout, 100)
+    }
+
+    fn start_holding(
+        endpoint: &str,
+        timeout: Duration,
+        hold_capacity: usize,
+    ) -> (Arc<LiveReplay>, Arc<Collect>) {
         let sink = Arc::new(Collect(Mutex::new(Vec::new())));
         let sinks: HashMap<String, Vec<Arc<dyn ReplaySink>>> =
             HashMap::from([("pub".to_owned(), vec![sink.clone() as Arc<dyn ReplaySink>])]);
         let options = LiveReplayOptions {
             endpoints: HashMap::from([("pub".to_owned(), endpoint.to_owned())]),
             timeout,
-            hold_capacity: 100,
+            hold_capacity,
             limits: Limits::default(),
             verifier: None,
             ingest: Arc::new(IngestStats::default()),
@@ -570,6 +584,18 @@ mod tests {
         assert_eq!(seen(&sink), vec![1, 3, 4]);
         let stats = live.stats().snapshot();
         assert_eq!((stats.failures, stats.missing), (1, 1));
+    }
+
+    #[test]
+    fn an_overflowing_hold_gives_up_in_order() {
+        let (live, sink) = start_holding("tcp://127.0.0.1:9", Duration::from_secs(30), 2);
+        for seq_id in [1, 3, 4, 5, 6, 7] {
+            live.on_live(&delivery("pub", seq_id));
+        }
+        // 3 revealed the gap, 4 and 5 were held, 6 overflowed the hold.
+        assert_eq!(seen(&sink), vec![1, 3, 4, 5, 6, 7]);
+        let stats = live.stats().snapshot();
+        assert_eq!((stats.gaps, stats.failures, stats.missing), (1, 1, 1));
     }
 
     #[test]
