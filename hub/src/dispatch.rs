@@ -299,6 +299,10 @@ impl ReplaySink for Route {
             self.offer(delivery);
         }
     }
+
+    fn needs_validation(&self) -> bool {
+        self.needs_validation
+    }
 }
 
 impl Route {

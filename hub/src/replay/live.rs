@@ -32,7 +32,7 @@
 //! plugin queue is only `try_send`-ed, delivering from the replay thread
 //! never blocks either.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -55,6 +55,9 @@ const FETCH_QUEUE_CAPACITY: usize = 256;
 pub trait ReplaySink: Send + Sync {
     /// Offers `delivery` to the plugin if it wants it; never blocks.
     fn offer_if_wanted(&self, delivery: &Arc<Delivery>);
+
+    /// True when the plugin only takes validated messages.
+    fn needs_validation(&self) -> bool;
 }
 
 /// Replay counters, for the stats file and the monitoring report.
@@ -144,6 +147,10 @@ struct State {
 pub struct LiveReplay {
     state: Mutex<State>,
     sinks: HashMap<String, Vec<Arc<dyn ReplaySink>>>,
+    /// Names whose replay plugins all need validation: an unvalidated
+    /// message must not move their tracker (a forged huge `seq_id` would
+    /// otherwise make every real message a "duplicate").
+    validated_only: HashSet<String>,
     jobs: Sender<FetchJob>,
     stats: Arc<ReplayStats>,
     hold_capacity: usize,
@@ -165,9 +172,15 @@ impl LiveReplay {
         options: LiveReplayOptions,
     ) -> std::io::Result<Arc<LiveReplay>> {
         let (tx, rx) = bounded(FETCH_QUEUE_CAPACITY);
+        let validated_only = sinks
+            .iter()
+            .filter(|(_, sinks)| sinks.iter().all(|s| s.needs_validation()))
+            .map(|(name, _)| name.clone())
+            .collect();
         let live = Arc::new(LiveReplay {
             state: Mutex::new(State::default()),
             sinks,
+            validated_only,
             jobs: tx,
             stats: Arc::new(ReplayStats::default()),
             hold_capacity: options.hold_capacity.max(1),
@@ -207,6 +220,9 @@ impl LiveReplay {
         let name = delivery.source.name.as_str();
         if delivery.seq_id.is_none() || !self.handles(name) {
             return false;
+        }
+        if !delivery.validated && self.validated_only.contains(name) {
+            return true; // none of them takes it: nothing to track
         }
         let mut state = self.lock();
         if let Some(held) = state.held.get_mut(name) {
@@ -481,6 +497,10 @@ mod tests {
             if let Ok(mut seen) = self.0.lock() {
                 seen.push(delivery.seq_id.unwrap_or(0));
             }
+        }
+
+        fn needs_validation(&self) -> bool {
+            false
         }
     }
 
