@@ -490,17 +490,21 @@ impl Fetcher {
 mod tests {
     use super::*;
 
-    struct Collect(Mutex<Vec<u64>>);
+    /// Records the seq_ids offered; `.1`: the plugin needs validation.
+    struct Collect(Mutex<Vec<u64>>, bool);
 
     impl ReplaySink for Collect {
         fn offer_if_wanted(&self, delivery: &Arc<Delivery>) {
+            if self.1 && !delivery.validated {
+                return;
+            }
             if let Ok(mut seen) = self.0.lock() {
                 seen.push(delivery.seq_id.unwrap_or(0));
             }
         }
 
         fn needs_validation(&self) -> bool {
-            false
+            self.1
         }
     }
 
@@ -530,7 +534,16 @@ mod tests {
         timeout: Duration,
         hold_capacity: usize,
     ) -> (Arc<LiveReplay>, Arc<Collect>) {
-        let sink = Arc::new(Collect(Mutex::new(Vec::new())));
+        start_with(endpoint, timeout, hold_capacity, false)
+    }
+
+    fn start_with(
+        endpoint: &str,
+        timeout: Duration,
+        hold_capacity: usize,
+        validating: bool,
+    ) -> (Arc<LiveReplay>, Arc<Collect>) {
+        let sink = Arc::new(Collect(Mutex::new(Vec::new()), validating));
         let sinks: HashMap<String, Vec<Arc<dyn ReplaySink>>> =
             HashMap::from([("pub".to_owned(), vec![sink.clone() as Arc<dyn ReplaySink>])]);
         let options = LiveReplayOptions {
@@ -616,6 +629,21 @@ mod tests {
         assert_eq!(seen(&sink), vec![1, 3, 4, 5, 6, 7]);
         let stats = live.stats().snapshot();
         assert_eq!((stats.gaps, stats.failures, stats.missing), (1, 1, 1));
+    }
+
+    #[test]
+    fn unvalidated_messages_do_not_move_a_validating_tracker() {
+        let (live, sink) = start_with("tcp://127.0.0.1:9", Duration::from_secs(30), 10, true);
+        let valid = |seq_id| {
+            let mut d = (*delivery("pub", seq_id)).clone();
+            d.validated = true;
+            Arc::new(d)
+        };
+        live.on_live(&valid(1));
+        assert!(live.on_live(&delivery("pub", 1_000)), "forged, unvalidated");
+        live.on_live(&valid(2));
+        assert_eq!(seen(&sink), vec![1, 2]);
+        assert_eq!(live.stats().snapshot().gaps, 0);
     }
 
     #[test]
