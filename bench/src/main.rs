@@ -46,7 +46,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Runs the workloads against both hubs and reports the medians.
-    Suite(SuiteArgs),
+    Suite(Box<SuiteArgs>),
     /// Measures our signed publisher alone: build + sign + encode per
     /// message, on one thread.
     SignRate {

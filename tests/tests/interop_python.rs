@@ -336,3 +336,63 @@ fn python_fedmsg_check_reads_our_monitoring_socket() -> Result<()> {
     ensure!(hub.terminate()?.success());
     Ok(())
 }
+
+/// Issue 3's live interop: messages signed by the Python `fedmsg-logger`,
+/// re-encoded by the Python `fedmsg-relay` (not canonical any more), are
+/// delivered by our hub as validated, signed by shell-app01.
+#[test]
+fn python_logger_through_python_relay_is_validated_by_our_hub() -> Result<()> {
+    let Some(py) = PyFedmsg::locate()? else {
+        return Ok(());
+    };
+    let ports = BusPorts::new()?;
+    let sandbox = sandbox(&ports)?;
+    let workdir = py.workdir(sandbox.path(), &ports)?;
+
+    let mut relay = Process::start_python(
+        "pyrelay",
+        py.command("fedmsg-relay", &workdir),
+        sandbox.path(),
+    )?;
+    let mut hub = Hub::start(&sandbox, &[])?;
+    let probes = out(&sandbox, "probes");
+    probe(
+        |n| {
+            let text = format!("probe-{n}");
+            python_run(
+                &py,
+                &workdir,
+                "fedmsg-logger",
+                &["--modname", "probe", "--message", &text],
+                None,
+            )
+        },
+        || !read_msg_ids(&probes).is_empty(),
+        || format!("python relay:\n{}\nhub:\n{}", relay.log(), hub.log()),
+    )?;
+
+    let lines: Vec<String> = (0..5).map(|i| format!("python to python {i}")).collect();
+    python_run(
+        &py,
+        &workdir,
+        "fedmsg-logger",
+        &[],
+        Some(&(lines.join("\n") + "\n")),
+    )?;
+    wait_for(
+        "5 messages at our hub",
+        || Ok(read_msg_ids(&out(&sandbox, "faulty")).len() >= 5),
+        || hub.log(),
+    )?;
+    relay.check_running()?;
+    ensure!(hub.terminate()?.success());
+    // Validated and signed by shell-app01, and none rejected.
+    ensure!(validated(&sandbox)?.len() == 5);
+    let stats = hub.stats()?;
+    ensure!(
+        stats["invalid"].as_object().is_none_or(|m| m.is_empty()),
+        "{stats}"
+    );
+    relay.stop()?;
+    Ok(())
+}
