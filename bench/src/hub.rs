@@ -56,6 +56,9 @@ pub struct HubSpec {
     /// `high_water_mark` of our hub (the Python hub ignores it: moksha
     /// always uses 0, unlimited).
     pub high_water_mark: u64,
+    /// `plugin_queue_capacity` of our hub (the Python hub's consumer queues
+    /// are unbounded).
+    pub queue_capacity: usize,
 }
 
 /// The files one sink writes.
@@ -288,6 +291,7 @@ fn our_command(
          state_dir = {state_dir}\n\
          shutdown_timeout = 30.0\n\
          high_water_mark = {hwm}\n\
+         plugin_queue_capacity = {queue}\n\
          # The Python hub has no duplicate filter; ours would spend a third of\n\
          # each plugin worker's time on it (three SipHashes and an allocation\n\
          # per message).\n\
@@ -304,6 +308,7 @@ fn our_command(
          \"bench.publisher\" = [{endpoint}]\n",
         validate = spec.validate,
         hwm = spec.high_water_mark,
+        queue = spec.queue_capacity,
         plugin_dir = path_string(&plugin_dir),
         state_dir = path_string(&state_dir),
         ca = path_string(&pki.join("ca.crt")),

@@ -112,6 +112,13 @@ struct SuiteArgs {
     /// with the backlog.
     #[arg(long, default_value_t = 1000)]
     hub_hwm: u64,
+    /// `plugin_queue_capacity` of our hub. The default 10,000 is 20 ms of a
+    /// 500,000 msg/s burst: a plugin worker that loses its core for longer
+    /// (two cores, five busy threads, other work on the machine) overflows it
+    /// and the hub drops for that plugin, by design. The Python hub's
+    /// consumer queues are unbounded. An idle queue costs no memory.
+    #[arg(long, default_value_t = 50_000)]
+    hub_queue: usize,
     /// Release build directory (fedmsg-hub and the sink plugins).
     #[arg(long)]
     build_dir: Option<PathBuf>,
@@ -511,6 +518,7 @@ fn one_run(
         sinks: workload.sinks,
         latency: workload.rate.is_some(),
         high_water_mark: args.hub_hwm,
+        queue_capacity: args.hub_queue,
     };
     let mut hub = RunningHub::start(kind, tools, spec, sandbox.path(), publisher.endpoint())?;
     let ready_timeout = Duration::from_secs(60);
@@ -884,7 +892,7 @@ fn markdown(c: &MarkdownContext<'_>) -> String {
          ```\n\n\
          Effective arguments: `--runs {runs} --signed-count {sc} --unsigned-count {uc}\n\
          --paced-count {pc} --rate {rate} --fanout-count {fc} --fanout-sinks {fs} --settle {settle}\n\
-         --quiet {quiet} --hub-hwm {hwm}`.\n\n\
+         --quiet {quiet} --hub-hwm {hwm} --hub-queue {queue}`.\n\n\
          Hub command lines (the sandbox path changes per run):\n\n",
         runs = c.args.runs,
         sc = c.args.signed_count,
@@ -896,6 +904,7 @@ fn markdown(c: &MarkdownContext<'_>) -> String {
         settle = c.args.settle,
         quiet = c.args.quiet,
         hwm = c.args.hub_hwm,
+        queue = c.args.hub_queue,
     );
     let mut labels: Vec<_> = c.commands.iter().collect();
     labels.sort();
@@ -904,7 +913,8 @@ fn markdown(c: &MarkdownContext<'_>) -> String {
     }
     out.push_str(
         "\nOur hub reads one generated `fedmsg.d/bench.toml` (the publisher's endpoint,\n\
-         `high_water_mark` (see `--hub-hwm`), `validate_signatures`, the shared PKI's CA and CRL, `routing_policy` for the\n\
+         `high_water_mark` and `plugin_queue_capacity` (see `--hub-hwm`, `--hub-queue`),\n\
+         `dedup_window = 0` (the Python hub has no duplicate filter), `validate_signatures`, the shared PKI's CA and CRL, `routing_policy` for the\n\
          bench topic, one `[bench_counter*]` table per sink). The Python hub runs in a\n\
          directory whose `fedmsg.d/` holds a generated `base.py` (`shared/pyfedmsg`'s\n\
          settings with the publisher's endpoint) and links to `shared/pyfedmsg`'s\n\

@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use crate::backlog::{Backlog, BacklogOptions};
 use crate::crypto::{Verdict, Verifier};
@@ -141,6 +141,13 @@ struct Route {
     needs_validation: bool,
     replay_name: Option<String>,
     tx: Sender<Arc<Delivery>>,
+    /// `plugin_queue_capacity`: the queue is an unbounded channel whose
+    /// length is checked before each send, so an idle queue costs no memory
+    /// however large the capacity (a bounded crossbeam channel allocates and
+    /// touches every slot up front: 16 bytes × capacity of resident memory
+    /// per plugin). Concurrent producers (receive thread, replay) may
+    /// overshoot it by one message each.
+    capacity: usize,
     stats: Arc<PluginStats>,
 }
 
@@ -174,7 +181,7 @@ impl Dispatcher {
         let mut routes = Vec::with_capacity(plugins.len());
         let mut workers = Vec::with_capacity(plugins.len());
         for plugin in plugins {
-            let (tx, rx) = bounded(settings.queue_capacity.max(1));
+            let (tx, rx) = unbounded();
             let stats = Arc::new(PluginStats::default());
             let worker = Worker {
                 name: plugin.name.clone(),
@@ -197,6 +204,7 @@ impl Dispatcher {
                 needs_validation: plugin.needs_validation,
                 replay_name: plugin.replay_name,
                 tx,
+                capacity: settings.queue_capacity.max(1),
                 stats: Arc::clone(&stats),
             }));
             workers.push(WorkerHandle {
@@ -311,7 +319,12 @@ impl Route {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        match self.tx.try_send(Arc::clone(delivery)) {
+        let sent = if self.tx.len() >= self.capacity {
+            Err(TrySendError::Full(Arc::clone(delivery)))
+        } else {
+            self.tx.try_send(Arc::clone(delivery))
+        };
+        match sent {
             Ok(()) => {
                 self.stats.received.fetch_add(1, Ordering::Relaxed);
             }
@@ -566,5 +579,52 @@ impl Worker {
         if rest > 0 {
             tracing::warn!(plugin = %self.name, dropped = rest, "messages left unconsumed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::Source;
+
+    fn delivery(n: u64) -> Arc<Delivery> {
+        Arc::new(Delivery {
+            topic: "org.t".into(),
+            body: "{}".into(),
+            msg_id: Some(n.to_string()),
+            timestamp: None,
+            seq_id: None,
+            source: Arc::new(Source {
+                name: "s".into(),
+                url: "u".into(),
+            }),
+            validated: false,
+            signer: None,
+        })
+    }
+
+    #[test]
+    fn a_full_queue_drops_for_its_plugin_and_an_empty_one_costs_nothing() {
+        let (tx, rx) = unbounded();
+        let route = Route {
+            name: "p".into(),
+            filter: TopicFilter::new(&["*"], false),
+            needs_validation: false,
+            replay_name: None,
+            tx,
+            capacity: 3,
+            stats: Arc::new(PluginStats::default()),
+        };
+        for n in 0..5 {
+            route.offer(&delivery(n));
+        }
+        assert_eq!(rx.len(), 3);
+        assert_eq!(route.stats.received.load(Ordering::Relaxed), 3);
+        assert_eq!(route.stats.dropped.load(Ordering::Relaxed), 2);
+        let first = rx.try_recv().expect("queued");
+        assert_eq!(first.msg_id.as_deref(), Some("0"));
+        route.offer(&delivery(5));
+        assert_eq!(rx.len(), 3, "room again after the worker took one");
+        assert_eq!(route.stats.dropped.load(Ordering::Relaxed), 2);
     }
 }
