@@ -11,16 +11,18 @@
 //! thread cost a wake-up and a context switch per message, which on two
 //! cores was a tenth of the CPU spent per signed message.
 //!
-//! When the pool has nothing queued, the receive thread verifies the
-//! message itself: at a trickle that saves waking a verifier thread (one
-//! scheduler hop less between publish and consume), and under load the
-//! queue is never empty, so the pool does the work.
+//! At a trickle (the pool has nothing queued and the previous message came
+//! more than [`INLINE_GAP`] earlier) the receive thread verifies the message
+//! itself: that saves waking a verifier thread, one scheduler hop less
+//! between publish and consume. Both conditions matter: while the receive
+//! thread verifies, newer messages wait in zmq, not in the pool's queue, so
+//! an empty queue alone would keep a burst on the receive thread.
 //! Without validation there is no pool: the receive thread dispatches.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
@@ -39,6 +41,9 @@ const PENDING_CAPACITY: usize = 1024;
 /// gets further ahead than this waits, so memory stays bounded.
 const REORDER_CAPACITY: usize = 1024;
 
+/// Messages closer together than this go to the pool (see the module docs).
+const INLINE_GAP: Duration = Duration::from_micros(200);
+
 type Job = (u64, Delivery);
 
 /// Where accepted deliveries go: straight to dispatch, or through the
@@ -55,6 +60,8 @@ enum Mode {
         next_seq: u64,
         jobs: Sender<Job>,
         threads: Vec<JoinHandle<()>>,
+        /// When the previous `submit` returned.
+        last_submit: Instant,
         ordered: Arc<Ordered>,
         verifier: Arc<Verifier>,
         stats: Arc<IngestStats>,
@@ -116,6 +123,7 @@ impl Pipeline {
                 next_seq: 0,
                 jobs: jobs_tx,
                 threads: handles,
+                last_submit: Instant::now(),
                 ordered,
                 verifier,
                 stats,
@@ -130,6 +138,7 @@ impl Pipeline {
             Mode::Pooled {
                 next_seq,
                 jobs,
+                last_submit,
                 ordered,
                 verifier,
                 stats,
@@ -137,13 +146,14 @@ impl Pipeline {
             } => {
                 let seq = *next_seq;
                 *next_seq += 1;
-                if jobs.is_empty() {
+                if jobs.is_empty() && last_submit.elapsed() >= INLINE_GAP {
                     verify_and_commit(seq, delivery, ordered, verifier, stats);
                 } else {
                     // Only fails once the pool is gone, which happens only
                     // after `finish`; nothing to do with the message then.
                     let _ = jobs.send((seq, delivery));
                 }
+                *last_submit = Instant::now();
             }
         }
     }
