@@ -31,6 +31,40 @@ fn stored(db: &Path) -> usize {
         .map_or(0, |n| n as usize)
 }
 
+/// A second hub running datanommer on SQLite with its `/raw` on a free
+/// port: the datagrepper the hub under test backfills from.
+struct StoreHub {
+    _sandbox: Sandbox,
+    hub: Hub,
+    db: std::path::PathBuf,
+    http: String,
+}
+
+impl StoreHub {
+    fn start(publisher: &mut Publisher) -> Result<StoreHub> {
+        let sandbox = Sandbox::new()?;
+        sandbox.add_plugin("fedmsg-datanommer")?;
+        let db = sandbox.path().join("store.db");
+        let http = format!("127.0.0.1:{}", free_port()?);
+        sandbox.write_config(
+            "base.toml",
+            &format!(
+                "{}\n[datanommer]\nenabled = true\nurl = \"sqlite:///{}\"\nhttp_listen = {http:?}\n",
+                sandbox.base_config(publisher.endpoint()),
+                db.display()
+            ),
+        )?;
+        let mut hub = Hub::start(&sandbox, &[])?;
+        hub.wait_subscribed(publisher)?;
+        Ok(StoreHub {
+            _sandbox: sandbox,
+            hub,
+            db,
+            http,
+        })
+    }
+}
+
 fn ids(range: std::ops::Range<usize>) -> Vec<String> {
     range.map(|i| format!("m{i:03}")).collect()
 }
@@ -39,21 +73,9 @@ fn ids(range: std::ops::Range<usize>) -> Vec<String> {
 fn a_restarted_hub_backfills_what_it_missed_exactly_once() -> Result<()> {
     let mut publisher = Publisher::bind()?;
 
-    // The store hub: datanommer with its /raw on a free port.
-    let store = Sandbox::new()?;
-    store.add_plugin("fedmsg-datanommer")?;
-    let db = store.path().join("store.db");
-    let http = format!("127.0.0.1:{}", free_port()?);
-    store.write_config(
-        "base.toml",
-        &format!(
-            "{}\n[datanommer]\nenabled = true\nurl = \"sqlite:///{}\"\nhttp_listen = {http:?}\n",
-            store.base_config(publisher.endpoint()),
-            db.display()
-        ),
-    )?;
-    let mut store_hub = Hub::start(&store, &[])?;
-    store_hub.wait_subscribed(&mut publisher)?;
+    let store = StoreHub::start(&mut publisher)?;
+    let (db, http) = (store.db.clone(), store.http.clone());
+    let mut store_hub = store.hub;
 
     // The hub under test: tally with a status directory.
     let sandbox = Sandbox::new()?;
@@ -121,20 +143,9 @@ fn a_restarted_hub_backfills_what_it_missed_exactly_once() -> Result<()> {
 #[test]
 fn a_crashed_hub_ends_with_every_message_exactly_once() -> Result<()> {
     let mut publisher = Publisher::bind()?;
-    let store = Sandbox::new()?;
-    store.add_plugin("fedmsg-datanommer")?;
-    let db = store.path().join("store.db");
-    let http = format!("127.0.0.1:{}", free_port()?);
-    store.write_config(
-        "base.toml",
-        &format!(
-            "{}\n[datanommer]\nenabled = true\nurl = \"sqlite:///{}\"\nhttp_listen = {http:?}\n",
-            store.base_config(publisher.endpoint()),
-            db.display()
-        ),
-    )?;
-    let mut store_hub = Hub::start(&store, &[])?;
-    store_hub.wait_subscribed(&mut publisher)?;
+    let store = StoreHub::start(&mut publisher)?;
+    let (db, http) = (store.db.clone(), store.http.clone());
+    let mut store_hub = store.hub;
 
     // skip_existing: tally is idempotent like a real store, so the at most
     // one second of messages the crashed hub finished but had not yet
