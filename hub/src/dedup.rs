@@ -65,17 +65,18 @@ impl DedupWindow {
         if self.capacity == 0 {
             return true;
         }
-        if self.seen.contains(msg_id) {
+        // One hash for lookup and insertion (the common case is a new id);
+        // only a duplicate pays for the discarded allocation.
+        let id: Arc<str> = Arc::from(msg_id);
+        if !self.seen.insert(Arc::clone(&id)) {
             return false;
         }
-        if self.order.len() >= self.capacity {
+        self.order.push_back(id);
+        if self.order.len() > self.capacity {
             if let Some(oldest) = self.order.pop_front() {
                 self.seen.remove(&oldest);
             }
         }
-        let id: Arc<str> = Arc::from(msg_id);
-        self.order.push_back(Arc::clone(&id));
-        self.seen.insert(id);
         true
     }
 

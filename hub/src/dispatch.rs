@@ -223,12 +223,6 @@ impl Dispatcher {
         ))
     }
 
-    /// True when at least one plugin only accepts validated messages (so
-    /// ingest must verify signatures).
-    pub fn any_needs_validation(&self) -> bool {
-        self.routes.iter().any(|r| r.needs_validation)
-    }
-
     /// Hands `delivery` to every plugin that wants it, never blocking.
     pub fn dispatch(&self, delivery: &Arc<Delivery>) {
         // Replay plugins of the message's sender name get it from the
@@ -375,12 +369,6 @@ fn sleep_unless_stopped(duration: Duration, stop: &AtomicBool) -> bool {
     !stop.load(Ordering::Relaxed)
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 /// How long an idle worker waits before looking at its status file again.
 const IDLE_FLUSH_CHECK: Duration = Duration::from_secs(1);
 
@@ -461,7 +449,7 @@ impl Worker {
         if !sleep_unless_stopped(plan.delay, &plan.stop) {
             return delivered;
         }
-        let end = unix_now();
+        let end = crate::localtime::now_epoch();
         let backlog = match Backlog::new(
             &plan.url,
             &plan.position,

@@ -12,6 +12,34 @@ use anyhow::{bail, Context, Result};
 
 use crate::{binary, workspace_root, WAIT};
 
+/// Sends probe messages with `send` until `arrived` says one got through,
+/// giving each one a few seconds, for at most `patience`: PUB/SUB drops
+/// what is published before a subscriber's connection is up, so this is how
+/// a test knows a whole chain of processes is connected. `context` explains
+/// a failure (logs).
+pub fn probe(
+    patience: Duration,
+    mut send: impl FnMut(usize) -> Result<()>,
+    mut arrived: impl FnMut() -> bool,
+    context: impl Fn() -> String,
+) -> Result<()> {
+    let deadline = Instant::now() + patience;
+    for n in 0.. {
+        send(n)?;
+        let settle = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < settle {
+            if arrived() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if Instant::now() >= deadline {
+            bail!("no probe got through\n{}", context());
+        }
+    }
+    Ok(())
+}
+
 /// `../shared` next to the workspace.
 pub fn shared_dir() -> PathBuf {
     workspace_root().join("../shared")

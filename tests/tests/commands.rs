@@ -4,12 +4,12 @@
 //! socket; a plugin publishing through the hub.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
 use fedmsg_e2e::bus::{
-    free_port, pki_dir, pyfedmsg_dir, python_config_copy, run, short_hostname, ssl_toml, tcp, tool,
-    wait_for, BusPorts, Process, PyFedmsg,
+    free_port, pki_dir, probe, pyfedmsg_dir, python_config_copy, run, short_hostname, ssl_toml,
+    tcp, tool, wait_for, BusPorts, Process, PyFedmsg,
 };
 use fedmsg_e2e::{read_lines, read_msg_ids, Hub, Publisher, Sandbox, WAIT};
 use serde_json::Value;
@@ -57,34 +57,6 @@ fn log_with(config_dirs: &[&Path], args: &[&str], stdin: Option<&str>) -> Result
     Ok(())
 }
 
-/// Publishes probe messages (`org.fedoraproject.dev.probe.log`) with `send`
-/// until `arrived` says one got through: PUB/SUB drops what is published
-/// before a subscriber's connection is up, so this is how a test knows the
-/// whole chain is connected.
-fn probe(
-    mut send: impl FnMut(usize) -> Result<()>,
-    mut arrived: impl FnMut() -> bool,
-    context: impl Fn() -> String,
-) -> Result<()> {
-    let deadline = Instant::now() + WAIT * 2;
-    for n in 0.. {
-        send(n)?;
-        let settle = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < settle {
-            if arrived() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "no probe got through\n{}",
-            context()
-        );
-    }
-    Ok(())
-}
-
 /// The faulty sink's lines from the logger: each must be validated and
 /// signed by `signer`; returns their msg_ids.
 fn validated_ids(sandbox: &Sandbox, signer: &str) -> Result<Vec<String>> {
@@ -122,6 +94,7 @@ fn logger_relay_hub_and_tail_deliver_every_message_signed_and_validated() -> Res
 
     let probes = out(&sandbox, "probes");
     probe(
+        WAIT * 2,
         |n| {
             log_with(
                 &dirs,
@@ -299,6 +272,7 @@ fn relay_forwards_thousands_of_messages_per_second_without_loss() -> Result<()> 
     json_tail.arg("--json");
     let tail = Process::start("tail", json_tail, sandbox.path())?;
     probe(
+        WAIT * 2,
         |n| {
             log_with(
                 &dirs,
@@ -606,6 +580,7 @@ fn python_config_converted_by_fedmsg_config_drives_our_tools() -> Result<()> {
     let mut hub = Hub::start(&sandbox, &["--config-dir", &converted_arg])?;
     let probes = out(&sandbox, "probes");
     probe(
+        WAIT * 2,
         |n| {
             log_with(
                 &dirs,

@@ -8,10 +8,10 @@
 //! `FEDMSG_SKIP_PYTHON=1`. All on loopback, on free ports.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{ensure, Result};
-use fedmsg_e2e::bus::{run, ssl_toml, tool, wait_for, BusPorts, Process, PyFedmsg};
+use fedmsg_e2e::bus::{probe, run, ssl_toml, tool, wait_for, BusPorts, Process, PyFedmsg};
 use fedmsg_e2e::{read_lines, read_msg_ids, Hub, Publisher, Sandbox, WAIT};
 use serde_json::Value;
 
@@ -43,31 +43,6 @@ fn sandbox(ports: &BusPorts) -> Result<Sandbox> {
     sandbox.write_config("ssl.toml", &ssl_toml())?;
     sandbox.write_config("hub.toml", &hub_toml(&sandbox))?;
     Ok(sandbox)
-}
-
-/// Sends probes with `send` until `arrived`; see commands.rs.
-fn probe(
-    mut send: impl FnMut(usize) -> Result<()>,
-    mut arrived: impl FnMut() -> bool,
-    context: impl Fn() -> String,
-) -> Result<()> {
-    let deadline = Instant::now() + WAIT * 3;
-    for n in 0.. {
-        send(n)?;
-        let settle = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < settle {
-            if arrived() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "no probe got through\n{}",
-            context()
-        );
-    }
-    Ok(())
 }
 
 /// The faulty sink's lines: all validated, all signed by shell-app01.
@@ -123,6 +98,7 @@ fn python_logger_through_our_relay_reaches_python_tail_and_our_hub() -> Result<(
 
     let probes = out(&sandbox, "probes");
     probe(
+        WAIT * 3,
         |n| {
             let text = format!("probe-{n}");
             python_run(
@@ -221,6 +197,7 @@ fn our_logger_through_python_relay_reaches_our_hub_and_python_hub() -> Result<()
 
     let probes = out(&sandbox, "probes");
     probe(
+        WAIT * 3,
         |n| {
             logger(
                 &["--modname", "probe", "--message", &format!("probe-{n}")],
@@ -357,6 +334,7 @@ fn python_logger_through_python_relay_is_validated_by_our_hub() -> Result<()> {
     let mut hub = Hub::start(&sandbox, &[])?;
     let probes = out(&sandbox, "probes");
     probe(
+        WAIT * 3,
         |n| {
             let text = format!("probe-{n}");
             python_run(

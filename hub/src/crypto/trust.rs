@@ -16,7 +16,8 @@ use openssl::x509::{X509Crl, X509Ref, X509StoreContext, X509VerifyResult, X509};
 
 use super::codec::asn1_to_epoch;
 use super::verifier::VerifierSettings;
-use super::{lock, unix_now, CryptoError, Rejection};
+use super::{lock, CryptoError, Rejection};
+use crate::localtime::now_epoch as unix_now;
 
 /// Where CA or CRL material comes from. Only `https://` means a download;
 /// everything else (`http://` included, as upstream) is a file path.

@@ -18,8 +18,9 @@ use super::cache::{CertCache, CertEntry, CertKey};
 use super::codec::{asn1_to_epoch, decode_base64_lenient};
 use super::signer::first_common_name;
 use super::trust::{Fetcher, HttpsFetcher, TrustManager, TrustSnapshot};
-use super::{unix_now, Rejection, Verdict};
+use super::{Rejection, Verdict};
 use crate::envelope::{self, scan};
+use crate::localtime::now_epoch as unix_now;
 use crate::ratelimit::LogLimiter;
 
 /// Everything validation depends on. Field names follow fedmsg's config
