@@ -4,8 +4,8 @@
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use fedmsg_hub::crypto::Signer;
-use fedmsg_hub::envelope;
+use fedmsg_wire::crypto::Signer;
+use fedmsg_wire::envelope;
 use serde_json::{json, Map, Value};
 
 /// The topic every benchmark message is published on. `shared/pyfedmsg`'s

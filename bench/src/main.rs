@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use fedmsg_hub::crypto::Signer;
+use fedmsg_wire::crypto::Signer;
 
 use crate::frames::{Frame, SignCost};
 use crate::hub::{HubKind, HubSpec, RunningHub, Tools};
@@ -817,7 +817,7 @@ fn markdown(c: &MarkdownContext<'_>) -> String {
          Latency columns are filled for the paced runs only.\n\n\
          ### Targets\n\n{targets}\n\
          Signed publisher: {per_core:.0} msg/s per core ({msgs} messages built, signed and\n\
-         encoded on one thread in {cpu:.2} CPU s with `fedmsg_hub::crypto::Signer`, in a child\n\
+         encoded on one thread in {cpu:.2} CPU s with `fedmsg_wire::crypto::Signer`, in a child\n\
          process); {tuned:.0} msg/s per core with `OPENSSL_ia32cap={cap}` (OpenSSL's\n\
          MULX/ADX big-number code instead of its AVX2 code: some `openssl speed rsa2048`\n\
          runs on this machine signed 25 % faster that way, others no faster). Python\n\

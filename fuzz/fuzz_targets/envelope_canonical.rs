@@ -2,7 +2,7 @@
 //! ASCII, and re-parsing it gives the same canonical text (a fixed point).
 #![no_main]
 
-use fedmsg_hub::envelope::{parse, to_canonical};
+use fedmsg_wire::envelope::{parse, to_canonical};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

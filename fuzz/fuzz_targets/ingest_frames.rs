@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use fedmsg_hub::delivery::Source;
-use fedmsg_hub::ingest::{classify, Limits};
+use fedmsg_wire::delivery::Source;
+use fedmsg_wire::ingest::{classify, Limits};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

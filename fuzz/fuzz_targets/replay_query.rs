@@ -2,7 +2,7 @@
 //! error always renders as an `error: '...'` frame.
 #![no_main]
 
-use fedmsg_hub::replay::query::parse;
+use fedmsg_wire::replay::query::parse;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use fedmsg_hub::crypto::{Verifier, VerifierSettings};
+use fedmsg_wire::crypto::{Verifier, VerifierSettings};
 use libfuzzer_sys::fuzz_target;
 
 fn verifier() -> &'static Verifier {

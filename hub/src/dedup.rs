@@ -2,7 +2,7 @@
 //! per-plugin de-duplication (`dedup_window`).
 //!
 //! fedmsg delivers a message once per endpoint it arrives on and never
-//! de-duplicates; with backlog, replay and several endpoints carrying the
+//! de-duplicates; with catch-up, replay and several endpoints carrying the
 //! same publisher, the same `msg_id` can reach a plugin twice. A plugin
 //! whose `dedup_window` is non-zero remembers the last `capacity` `msg_id`s
 //! it was handed and drops a message whose `msg_id` is among them.
@@ -37,22 +37,20 @@ impl DedupWindow {
         }
     }
 
-    /// The configured capacity (0 = disabled).
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
     /// Number of ids currently remembered.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.order.len()
     }
 
     /// True when no id is remembered.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.order.is_empty()
     }
 
     /// True when `msg_id` is in the window.
+    #[cfg(test)]
     pub fn contains(&self, msg_id: &str) -> bool {
         self.seen.contains(msg_id)
     }
@@ -87,6 +85,7 @@ impl DedupWindow {
     }
 
     /// Forgets every id.
+    #[cfg(test)]
     pub fn clear(&mut self) {
         self.order.clear();
         self.seen.clear();

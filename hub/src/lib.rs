@@ -1,26 +1,43 @@
 //! fedmsg-hub: a wire-compatible, crash-proof re-implementation of the
-//! Federated Message Bus hub.
+//! Federated Message Bus hub. The binary (`main.rs`) is a thin shell around
+//! [`activate`] and [`run`]; ARCHITECTURE.md has the whole picture.
 //!
-//! The data path is `transport` → `ingest` → `dispatch` → plugin workers;
-//! see `ARCHITECTURE.md` at the repository root for the whole picture.
+//! The receive path, one file a step:
+//!
+//! 1. transport: `fedmsg_wire::transport` (SUB sockets, one per endpoint)
+//! 2. ingest: `fedmsg_wire::ingest`, called by `pipeline` (frames →
+//!    `Delivery` or a counted rejection)
+//! 3. verify: `pipeline` (verifier pool, arrival order restored)
+//! 4. dispatch: `dispatch` (one queue per matching plugin)
+//! 5. worker: `worker` (one thread per plugin: catch-up, dedup, status,
+//!    panic policy, drain)
+//! 6. plugin: `loader` (the guarded call into the `.so`), and on the
+//!    plugin's side `fedmsg_plugin_api`'s shim
 
-pub mod backlog;
-pub mod cli;
-pub mod config;
-pub mod crypto;
-pub mod dedup;
-pub mod delivery;
-pub mod dispatch;
-pub mod envelope;
-pub mod ingest;
-pub mod loader;
-pub mod localtime;
-pub mod monitor;
-pub mod pipeline;
-pub mod publish;
-pub mod ratelimit;
-pub mod replay;
-pub mod service;
-pub mod status;
-pub mod topic;
-pub mod transport;
+// The receive path.
+mod dispatch;
+mod pipeline;
+mod worker;
+
+// The plugin side.
+mod activate;
+mod loader;
+
+// Delivery guarantees: never lose a message, never deliver it twice.
+mod catchup;
+mod dedup;
+mod replay;
+mod status;
+
+// Running the hub.
+mod monitor;
+mod publisher;
+mod run;
+mod stats;
+
+#[cfg(test)]
+mod testing;
+
+pub use activate::{activate, Activation, PluginFile, PluginState};
+pub use publisher::HubPublisher;
+pub use run::{run, RunOptions};

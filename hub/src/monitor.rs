@@ -1,7 +1,8 @@
 //! The monitoring socket (reference §10.4): when `moksha.monitoring.socket`
 //! is set, the hub binds a PUB there and publishes a single-frame JSON
-//! status of its plugins every 5 s, in moksha's `MonitoringProducer` shape,
-//! so that fedmsg's `fedmsg-check` and ours both read it.
+//! report on its plugins every 5 s, in moksha's `MonitoringProducer` shape
+//! (the types are [`fedmsg_wire::report`]), so that fedmsg's `fedmsg-check`
+//! and ours both read it.
 //!
 //! # The report
 //!
@@ -29,21 +30,23 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use serde::{Deserialize, Serialize};
+use fedmsg_wire::config::{Config, MonitoringConfig};
+use fedmsg_wire::delivery::Delivery;
+use fedmsg_wire::ingest::IngestStats;
+use fedmsg_wire::localtime::now_epoch_f64;
+use fedmsg_wire::ratelimit::LogLimiter;
+use fedmsg_wire::report::{ConsumerReport, Counters, HubReport, ProducerReport, Report, Window};
+use fedmsg_wire::shutdown::{OwnedThread, Stop};
 
-use crate::config::MonitoringConfig;
-use crate::delivery::Delivery;
-use crate::dispatch::PluginStats;
-use crate::ingest::IngestStats;
-use crate::publish::HubPublisher;
-use crate::ratelimit::LogLimiter;
-use crate::replay::live::{ReplaySnapshot, ReplayStats};
+use crate::activate::{PluginFile, PluginState};
+use crate::publisher::HubPublisher;
+use crate::replay::ReplayStats;
+use crate::worker::{PluginStats, WorkerHandle};
 
 /// moksha's reporting interval.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
@@ -53,188 +56,6 @@ pub const RECENT_WINDOW: Duration = Duration::from_secs(60);
 
 /// How often the monitor thread looks at its stop flag and for subscribers.
 const POLL: Duration = Duration::from_millis(100);
-
-/// One monitoring message.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct StatusReport {
-    /// The consumers (plugins).
-    pub consumers: Vec<ConsumerStatus>,
-    /// The producers (the monitor itself, the hub publisher).
-    pub producers: Vec<ProducerStatus>,
-    /// Hub-wide counters (absent from moksha's reports).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hub: Option<HubStatus>,
-}
-
-/// One consumer: moksha's fields, then ours (all optional when reading, so
-/// that a Python hub's report parses too).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ConsumerStatus {
-    /// Plugin name (moksha: the class name).
-    pub name: String,
-    /// The plugin's file (moksha: the Python module).
-    pub module: String,
-    /// Topic globs (moksha: a string or a list).
-    pub topic: serde_json::Value,
-    /// False once disabled, or when it never started.
-    pub initialized: bool,
-    /// Errors and panics since the previous report.
-    pub exceptions: u64,
-    /// Always true (plugins get JSON).
-    pub jsonify: bool,
-    /// Messages waiting in the plugin's queue.
-    pub backlog: u64,
-    /// Consumed since the previous report.
-    pub headcount_out: u64,
-    /// Queued since the previous report.
-    pub headcount_in: u64,
-    /// Processing times (s) since the previous report; we keep only the
-    /// last one.
-    pub times: Vec<f64>,
-    /// `running`, `disabled` or `failed`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
-    /// Why the plugin failed, for `failed`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Plugin version.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-    /// Cumulative counters since the hub started.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub total: Option<Counters>,
-    /// The counters over the last [`RECENT_WINDOW`].
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub recent: Option<Window>,
-    /// Capacity of the plugin's queue.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub queue_capacity: Option<u64>,
-    /// Seconds the last `consume` took.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_processing_time: Option<f64>,
-}
-
-/// A plugin's message counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Counters {
-    /// Queued for the plugin.
-    pub received: u64,
-    /// Consumed successfully.
-    pub consumed: u64,
-    /// `consume` errors.
-    pub errors: u64,
-    /// `consume` panics.
-    pub panics: u64,
-    /// Dropped for the plugin (queue full, disabled).
-    pub dropped: u64,
-    /// Skipped as already delivered (`dedup_window`).
-    pub duplicates: u64,
-}
-
-impl Counters {
-    fn of(stats: &PluginStats) -> Counters {
-        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        Counters {
-            received: load(&stats.received),
-            consumed: load(&stats.consumed),
-            errors: load(&stats.errors),
-            panics: load(&stats.panics),
-            dropped: load(&stats.dropped),
-            duplicates: load(&stats.duplicates),
-        }
-    }
-
-    fn since(&self, earlier: &Counters) -> Counters {
-        Counters {
-            received: self.received.saturating_sub(earlier.received),
-            consumed: self.consumed.saturating_sub(earlier.consumed),
-            errors: self.errors.saturating_sub(earlier.errors),
-            panics: self.panics.saturating_sub(earlier.panics),
-            dropped: self.dropped.saturating_sub(earlier.dropped),
-            duplicates: self.duplicates.saturating_sub(earlier.duplicates),
-        }
-    }
-}
-
-/// Counters over a recent window.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Window {
-    /// How long the window really is (shorter right after start).
-    pub seconds: f64,
-    /// The counters in it.
-    #[serde(flatten)]
-    pub counters: Counters,
-}
-
-/// One producer: moksha's fields, then ours.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ProducerStatus {
-    /// Name.
-    pub name: String,
-    /// Module.
-    pub module: String,
-    /// False when it does not work.
-    pub initialized: bool,
-    /// Failures since the previous report.
-    pub exceptions: u64,
-    /// Polling interval in s (polling producers).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub frequency: Option<f64>,
-    /// Epoch time of this report (polling producers).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub now: Option<f64>,
-    /// Epoch time of the last periodic run (polling producers).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_ran: Option<f64>,
-    /// The publisher's bound endpoint.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<String>,
-    /// Why it does not work.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Messages sent (cumulative).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub published: Option<u64>,
-    /// Messages dropped (cumulative).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dropped: Option<u64>,
-    /// Messages that failed (cumulative).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub failed: Option<u64>,
-    /// Messages waiting.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub backlog: Option<u64>,
-}
-
-/// Hub-wide counters.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct HubStatus {
-    /// Process id.
-    pub pid: u32,
-    /// Hub version.
-    pub version: String,
-    /// Epoch time the hub started.
-    pub started: f64,
-    /// Seconds since start.
-    pub uptime: f64,
-    /// Messages received from sockets.
-    pub received: u64,
-    /// Messages accepted by ingest.
-    pub accepted: u64,
-    /// Ingest rejections by reason.
-    pub rejected: BTreeMap<String, u64>,
-    /// Signature validation failures by reason.
-    pub invalid: BTreeMap<String, u64>,
-    /// seq_id replay counters, when some plugin gets replay.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub replay: Option<ReplaySnapshot>,
-}
 
 /// A running plugin, as the monitor sees it.
 pub struct MonitoredPlugin {
@@ -310,14 +131,87 @@ pub enum MonitorError {
     Thread(std::io::Error),
 }
 
+/// What the hub's monitor reports on (see [`Monitor::start_for_hub`]).
+pub struct HubSources<'a> {
+    /// The running plugins.
+    pub workers: &'a [WorkerHandle],
+    /// Every plugin file and what became of it (failed ones are listed).
+    pub files: &'a [PluginFile],
+    /// Ingest counters.
+    pub ingest: &'a Arc<IngestStats>,
+    /// seq_id replay counters, when some plugin gets replay.
+    pub replay: Option<Arc<ReplayStats>>,
+    /// The hub's publisher.
+    pub publisher: &'a Arc<HubPublisher>,
+}
+
 /// The monitoring thread; stopped on drop.
 pub struct Monitor {
-    endpoint: String,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _thread: OwnedThread,
 }
 
 impl Monitor {
+    /// Starts the monitoring socket of a running hub when
+    /// `moksha.monitoring.socket` is set. A socket that cannot be set up is
+    /// logged and the hub runs without it: consuming matters more than
+    /// reporting, and `fedmsg-check` then says UNKNOWN, which an operator
+    /// notices.
+    pub fn start_for_hub(
+        config: &Config,
+        hub: HubSources<'_>,
+        interval: Duration,
+    ) -> Option<Monitor> {
+        let file_of = |name: &str| hub.files.iter().find(|f| f.name.as_deref() == Some(name));
+        let plugins = hub
+            .workers
+            .iter()
+            .map(|w| {
+                let file = file_of(&w.name);
+                MonitoredPlugin {
+                    name: w.name.clone(),
+                    file: file.map(|f| f.file.clone()).unwrap_or_default(),
+                    version: file.and_then(|f| f.version.clone()).unwrap_or_default(),
+                    topics: file.map(|f| f.topics.clone()).unwrap_or_default(),
+                    stats: Arc::clone(&w.stats),
+                    queue: w.queue.clone(),
+                }
+            })
+            .collect();
+        let failed = hub
+            .files
+            .iter()
+            .filter_map(|f| match &f.state {
+                PluginState::Failed(why) => Some(FailedPlugin {
+                    name: f.name.clone().unwrap_or_else(|| {
+                        f.file
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default()
+                    }),
+                    file: f.file.clone(),
+                    version: f.version.clone(),
+                    error: why.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        let sources = MonitorSources {
+            plugins,
+            failed,
+            ingest: Arc::clone(hub.ingest),
+            publisher: Some(Arc::clone(hub.publisher)),
+            queue_capacity: config.plugin_queue_capacity,
+            replay: hub.replay,
+        };
+        match Monitor::start(&config.moksha.monitoring, sources, interval) {
+            Ok(monitor) => monitor,
+            Err(error) => {
+                tracing::error!(%error, "monitoring socket disabled");
+                None
+            }
+        }
+    }
+
     /// Binds the monitoring socket and starts reporting every `interval`.
     /// `Ok(None)` when no socket is configured.
     ///
@@ -334,46 +228,12 @@ impl Monitor {
         };
         let ctx = zmq::Context::new();
         let socket = bind(&ctx, &url, config.socket_mode)?;
-        let stop = Arc::new(AtomicBool::new(false));
         let reporter = Reporter::new(sources, interval);
-        let thread = {
-            let stop = Arc::clone(&stop);
-            std::thread::Builder::new()
-                .name("monitor".into())
-                .spawn(move || report_loop(&socket, reporter, &stop))
-                .map_err(MonitorError::Thread)?
-        };
+        let thread =
+            OwnedThread::spawn("monitor", move |stop| report_loop(&socket, reporter, &stop))
+                .map_err(MonitorError::Thread)?;
         tracing::info!(endpoint = %url, interval_s = interval.as_secs_f64(), "monitoring socket bound");
-        Ok(Some(Monitor {
-            endpoint: url,
-            stop,
-            thread: Some(thread),
-        }))
-    }
-
-    /// The bound endpoint.
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
-    }
-
-    /// Stops reporting and waits for the thread (at most one poll interval).
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                tracing::error!("the monitoring thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for Monitor {
-    fn drop(&mut self) {
-        self.shutdown();
+        Ok(Some(Monitor { _thread: thread }))
     }
 }
 
@@ -405,11 +265,11 @@ fn ipc_path(url: &str) -> Option<&str> {
     url.strip_prefix("ipc://").filter(|p| !p.starts_with('@'))
 }
 
-fn report_loop(socket: &zmq::Socket, mut reporter: Reporter, stop: &AtomicBool) {
+fn report_loop(socket: &zmq::Socket, mut reporter: Reporter, stop: &Stop) {
     let send_log = LogLimiter::default();
     let mut next = Instant::now() + reporter.interval;
     let poll_ms = i64::try_from(POLL.as_millis()).unwrap_or(100);
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.is_triggered() {
         let mut newcomer = false;
         match socket.poll(zmq::POLLIN, poll_ms) {
             Ok(0) | Err(zmq::Error::EINTR) => {}
@@ -419,7 +279,9 @@ fn report_loop(socket: &zmq::Socket, mut reporter: Reporter, stop: &AtomicBool) 
                 }
             }
             // Not expected (the context is ours); do not spin on it.
-            Err(_) => std::thread::sleep(POLL),
+            Err(_) => {
+                stop.sleep(POLL);
+            }
         }
         let periodic = Instant::now() >= next;
         if periodic {
@@ -457,7 +319,7 @@ impl Reporter {
     fn new(sources: MonitorSources, interval: Duration) -> Reporter {
         let zero = vec![Counters::default(); sources.plugins.len()];
         let now = Instant::now();
-        let epoch = epoch_now();
+        let epoch = now_epoch_f64();
         Reporter {
             sources,
             interval,
@@ -471,16 +333,16 @@ impl Reporter {
     }
 
     /// The report now; `periodic` reports also advance the recent window.
-    fn report(&mut self, periodic: bool) -> StatusReport {
+    fn report(&mut self, periodic: bool) -> Report {
         let now = Instant::now();
         let current: Vec<Counters> = self
             .sources
             .plugins
             .iter()
-            .map(|p| Counters::of(&p.stats))
+            .map(|p| p.stats.counters())
             .collect();
         if periodic {
-            self.last_ran = epoch_now();
+            self.last_ran = now_epoch_f64();
             self.samples.push_back((now, current.clone()));
             while self.samples.len() > 1
                 && self.samples[1].0 <= now.checked_sub(RECENT_WINDOW).unwrap_or(self.started)
@@ -492,14 +354,14 @@ impl Reporter {
         consumers.extend(self.failed());
         let producers = self.producers();
         self.previous = current;
-        StatusReport {
+        Report {
             consumers,
             producers,
-            hub: Some(self.hub_status()),
+            hub: Some(self.hub_report()),
         }
     }
 
-    fn running(&self, current: &[Counters], now: Instant) -> Vec<ConsumerStatus> {
+    fn running(&self, current: &[Counters], now: Instant) -> Vec<ConsumerReport> {
         let (window_start, window_counters) = match self.samples.front() {
             Some((at, counters)) => (*at, counters.as_slice()),
             None => (now, current),
@@ -517,7 +379,7 @@ impl Reporter {
                 let recent = total.since(window_counters.get(i).unwrap_or(&zero));
                 let last = plugin.stats.last_processing_us.load(Ordering::Relaxed) as f64 / 1e6;
                 let disabled = plugin.stats.is_disabled();
-                ConsumerStatus {
+                ConsumerReport {
                     name: plugin.name.clone(),
                     module: plugin.file.display().to_string(),
                     topic: serde_json::json!(plugin.topics),
@@ -547,11 +409,11 @@ impl Reporter {
             .collect()
     }
 
-    fn failed(&self) -> Vec<ConsumerStatus> {
+    fn failed(&self) -> Vec<ConsumerReport> {
         self.sources
             .failed
             .iter()
-            .map(|f| ConsumerStatus {
+            .map(|f| ConsumerReport {
                 name: f.name.clone(),
                 module: f.file.display().to_string(),
                 topic: serde_json::Value::Null,
@@ -560,21 +422,21 @@ impl Reporter {
                 state: Some("failed".into()),
                 error: Some(f.error.clone()),
                 version: f.version.clone(),
-                ..ConsumerStatus::default()
+                ..ConsumerReport::default()
             })
             .collect()
     }
 
-    fn producers(&mut self) -> Vec<ProducerStatus> {
-        let mut producers = vec![ProducerStatus {
+    fn producers(&mut self) -> Vec<ProducerReport> {
+        let mut producers = vec![ProducerReport {
             name: "MonitoringProducer".into(),
             module: module_path!().into(),
             initialized: true,
             exceptions: 0,
             frequency: Some(self.interval.as_secs_f64()),
-            now: Some(epoch_now()),
+            now: Some(now_epoch_f64()),
             last_ran: Some(self.last_ran),
-            ..ProducerStatus::default()
+            ..ProducerReport::default()
         }];
         // A hub without an endpoint of its own does not publish, by
         // design: not a producer then.
@@ -587,7 +449,7 @@ impl Reporter {
             let s = publisher.snapshot();
             let exceptions = s.failed.saturating_sub(self.previous_failed);
             self.previous_failed = s.failed;
-            producers.push(ProducerStatus {
+            producers.push(ProducerReport {
                 name: s.name,
                 module: "fedmsg_hub::publish".into(),
                 initialized: s.error.is_none(),
@@ -598,20 +460,20 @@ impl Reporter {
                 dropped: Some(s.dropped),
                 failed: Some(s.failed),
                 backlog: Some(s.backlog),
-                ..ProducerStatus::default()
+                ..ProducerReport::default()
             });
         }
         producers
     }
 
-    fn hub_status(&self) -> HubStatus {
+    fn hub_report(&self) -> HubReport {
         let ingest = &self.sources.ingest;
         let owned = |m: BTreeMap<&'static str, u64>| {
             m.into_iter()
                 .map(|(k, v)| (k.to_owned(), v))
                 .collect::<BTreeMap<_, _>>()
         };
-        HubStatus {
+        HubReport {
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").into(),
             started: self.started_epoch,
@@ -623,12 +485,6 @@ impl Reporter {
             replay: self.sources.replay.as_ref().map(|r| r.snapshot()),
         }
     }
-}
-
-fn epoch_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 #[cfg(test)]
@@ -714,7 +570,7 @@ mod tests {
             "headcount_out": 0, "headcount_in": 0, "times": []}],
             "producers": [{"name": "MonitoringProducer", "module": "moksha.hub.monitoring",
             "initialized": true, "exceptions": 0, "frequency": 5, "now": 1.5, "last_ran": 1.0}]}"#;
-        let report: StatusReport = serde_json::from_str(moksha).expect("parses");
+        let report: Report = serde_json::from_str(moksha).expect("parses");
         assert_eq!(report.consumers[0].name, "CounterConsumer");
         assert!(report.consumers[0].recent.is_none());
         assert_eq!(report.producers[0].frequency, Some(5.0));
@@ -749,10 +605,10 @@ mod tests {
             sub.poll(zmq::POLLIN, 20_000).expect("poll") > 0,
             "no report"
         );
-        let report: StatusReport =
+        let report: Report =
             serde_json::from_slice(&sub.recv_bytes(0).expect("recv")).expect("json");
         assert_eq!(report.consumers[0].name, "tally");
         assert!(report.hub.is_some());
-        monitor.stop();
+        drop(monitor);
     }
 }

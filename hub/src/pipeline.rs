@@ -1,5 +1,9 @@
-//! The ingest pipeline: classify on the receive thread, verify signatures
-//! on a pool of threads, restore arrival order, dispatch.
+//! Receive path, steps 2 and 3: ingest and verify. On the receive thread,
+//! each message's frames are checked and classified
+//! ([`fedmsg_wire::ingest::classify`]: a [`Delivery`] or a counted
+//! rejection); with validation, signatures are verified on a pool of
+//! threads and arrival order is restored; then dispatch
+//! ([`crate::dispatch`]).
 //!
 //! RSA verification is the hub's ceiling with validation on, so it runs on
 //! as many threads as there are cores. Each message gets a sequence number
@@ -21,15 +25,15 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
+use fedmsg_wire::crypto::Verifier;
+use fedmsg_wire::delivery::{Delivery, Source};
+use fedmsg_wire::ingest::{self, IngestStats, Limits};
+use fedmsg_wire::shutdown::{Joined, Thread};
 
-use crate::crypto::{Verdict, Verifier};
-use crate::delivery::Delivery;
 use crate::dispatch::Dispatcher;
-use crate::ingest::IngestStats;
 
 /// Messages waiting for a verifier thread; beyond this the receive thread
 /// waits (zmq buffers upstream), which bounds memory. A thousand signed
@@ -46,9 +50,11 @@ const INLINE_GAP: Duration = Duration::from_micros(200);
 
 type Job = (u64, Delivery);
 
-/// Where accepted deliveries go: straight to dispatch, or through the
-/// verifier pool.
+/// The receive thread's side of the path: ingest, then straight to
+/// dispatch or through the verifier pool.
 pub struct Pipeline {
+    limits: Limits,
+    stats: Arc<IngestStats>,
     mode: Mode,
 }
 
@@ -59,13 +65,49 @@ enum Mode {
     Pooled {
         next_seq: u64,
         jobs: Sender<Job>,
-        threads: Vec<JoinHandle<()>>,
+        threads: Vec<Thread>,
         /// When the previous `submit` returned.
         last_submit: Instant,
         ordered: Arc<Ordered>,
         verifier: Arc<Verifier>,
-        stats: Arc<IngestStats>,
     },
+}
+
+impl Mode {
+    fn pooled(
+        dispatcher: Dispatcher,
+        verifier: Arc<Verifier>,
+        threads: usize,
+        stats: &Arc<IngestStats>,
+    ) -> std::io::Result<Mode> {
+        let (jobs_tx, jobs_rx) = bounded::<Job>(PENDING_CAPACITY);
+        let ordered = Arc::new(Ordered {
+            state: Mutex::new(Reorder {
+                next: 0,
+                waiting: BTreeMap::new(),
+            }),
+            advanced: Condvar::new(),
+            dispatcher,
+        });
+        let mut handles = Vec::with_capacity(threads.max(1));
+        for n in 0..threads.max(1) {
+            let jobs = jobs_rx.clone();
+            let ordered = Arc::clone(&ordered);
+            let verifier = Arc::clone(&verifier);
+            let stats = Arc::clone(stats);
+            handles.push(Thread::spawn(format!("verify-{n}"), move || {
+                verify_loop(&jobs, &ordered, &verifier, &stats)
+            })?);
+        }
+        Ok(Mode::Pooled {
+            next_seq: 0,
+            jobs: jobs_tx,
+            threads: handles,
+            last_submit: Instant::now(),
+            ordered,
+            verifier,
+        })
+    }
 }
 
 /// State shared by the verifier threads: who is next, and the finished
@@ -83,56 +125,54 @@ struct Reorder {
 }
 
 impl Pipeline {
-    /// Dispatches inline (no validation).
-    pub fn inline(dispatcher: Dispatcher) -> Pipeline {
-        Pipeline {
-            mode: Mode::Inline { dispatcher },
-        }
-    }
-
-    /// Starts `threads` verifier threads, which share the dispatcher.
-    pub fn pooled(
+    /// Starts the pipeline in front of `dispatcher`: with a `verifier`,
+    /// `threads` verifier threads (which share the dispatcher); without,
+    /// the receive thread dispatches itself.
+    ///
+    /// # Errors
+    ///
+    /// A verifier thread could not be started.
+    pub fn start(
         dispatcher: Dispatcher,
-        verifier: Arc<Verifier>,
+        verifier: Option<Arc<Verifier>>,
         threads: usize,
+        max_message_size: usize,
         stats: Arc<IngestStats>,
     ) -> std::io::Result<Pipeline> {
-        let (jobs_tx, jobs_rx) = bounded::<Job>(PENDING_CAPACITY);
-        let ordered = Arc::new(Ordered {
-            state: Mutex::new(Reorder {
-                next: 0,
-                waiting: BTreeMap::new(),
-            }),
-            advanced: Condvar::new(),
-            dispatcher,
-        });
-        let mut handles = Vec::with_capacity(threads.max(1));
-        for n in 0..threads.max(1) {
-            let jobs = jobs_rx.clone();
-            let ordered = Arc::clone(&ordered);
-            let verifier = Arc::clone(&verifier);
-            let stats = Arc::clone(&stats);
-            handles.push(
-                std::thread::Builder::new()
-                    .name(format!("verify-{n}"))
-                    .spawn(move || verify_loop(&jobs, &ordered, &verifier, &stats))?,
-            );
-        }
+        let mode = match verifier {
+            Some(verifier) => {
+                tracing::info!(threads, "signature validation on");
+                Mode::pooled(dispatcher, verifier, threads, &stats)?
+            }
+            None => {
+                tracing::info!("signature validation off");
+                Mode::Inline { dispatcher }
+            }
+        };
         Ok(Pipeline {
-            mode: Mode::Pooled {
-                next_seq: 0,
-                jobs: jobs_tx,
-                threads: handles,
-                last_submit: Instant::now(),
-                ordered,
-                verifier,
-                stats,
-            },
+            limits: Limits { max_message_size },
+            stats,
+            mode,
         })
     }
 
+    /// Takes one message as received from `source`: classifies it (a
+    /// rejection is counted and logged, rate-limited) and hands the
+    /// accepted delivery on.
+    pub fn receive(&mut self, source: &Arc<Source>, frames: Vec<Vec<u8>>) {
+        self.stats.record_received();
+        match ingest::classify(frames, source, &self.limits) {
+            Ok(delivery) => {
+                self.stats.record_accepted();
+                self.submit(delivery);
+            }
+            Err(reject) => self.stats.record_rejected(reject.reason(), source, &reject),
+        }
+    }
+
     /// Hands on one accepted delivery.
-    pub fn submit(&mut self, delivery: Delivery) {
+    fn submit(&mut self, delivery: Delivery) {
+        let stats = &self.stats;
         match &mut self.mode {
             Mode::Inline { dispatcher } => dispatcher.dispatch(&Arc::new(delivery)),
             Mode::Pooled {
@@ -141,7 +181,6 @@ impl Pipeline {
                 last_submit,
                 ordered,
                 verifier,
-                stats,
                 ..
             } => {
                 let seq = *next_seq;
@@ -164,8 +203,9 @@ impl Pipeline {
         if let Mode::Pooled { jobs, threads, .. } = self.mode {
             drop(jobs);
             for thread in threads {
-                if thread.join().is_err() {
-                    tracing::error!("a verification thread panicked");
+                let name = thread.name().to_owned();
+                if let Joined::Panicked(panic) = thread.join() {
+                    tracing::error!(thread = %name, %panic, "a verification thread panicked");
                 }
             }
         }
@@ -185,12 +225,8 @@ fn verify_and_commit(
     verifier: &Verifier,
     stats: &IngestStats,
 ) {
-    match verifier.verify_body(delivery.body.as_bytes()) {
-        Verdict::Valid { signer } => {
-            delivery.validated = true;
-            delivery.signer = Some(signer);
-        }
-        Verdict::Invalid(rejection) => stats.record_invalid(&delivery, &rejection),
+    if let Err(rejection) = delivery.verify_with(verifier) {
+        stats.record_invalid(&delivery, &rejection);
     }
     ordered.commit(seq, delivery);
 }
@@ -239,32 +275,19 @@ impl Ordered {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery::Source;
-    use crate::dispatch::{DispatchSettings, DrainDeadline};
-
-    fn delivery(n: u64) -> Delivery {
-        Delivery {
-            topic: "t".into(),
-            body: "{}".into(),
-            msg_id: Some(n.to_string()),
-            timestamp: None,
-            seq_id: None,
-            source: Arc::new(Source {
-                name: "s".into(),
-                url: "u".into(),
-            }),
-            validated: false,
-            signer: None,
-        }
-    }
+    use crate::dispatch::DispatchSettings;
+    use crate::testing::delivery;
+    use crate::worker::{DrainDeadline, WorkerSettings};
 
     /// A dispatcher without plugins never blocks, so the order of commits
     /// is what is checked here.
     fn ordered() -> Ordered {
         let settings = DispatchSettings {
             queue_capacity: 10,
-            max_consecutive_panics: 5,
-            dedup_window: 0,
+            worker: WorkerSettings {
+                max_consecutive_panics: 5,
+                dedup_window: 0,
+            },
         };
         let (dispatcher, _) =
             Dispatcher::start(Vec::new(), settings, Arc::new(DrainDeadline::default()))

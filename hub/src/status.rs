@@ -1,5 +1,5 @@
 //! Per-plugin status files: how far each plugin got, so that a restarted hub
-//! can fetch exactly what the plugin missed (see [`crate::backlog`]).
+//! can fetch exactly what the plugin missed (see [`crate::catchup`]).
 //!
 //! # What is recorded
 //!
@@ -8,11 +8,11 @@
 //! * `msg_id` / `timestamp`: the last message the plugin *finished*
 //!   (`consume` returned, successfully or not: a failed message is not
 //!   retried live either);
-//! * `resume_from`: the epoch second the backlog starts from (inclusive);
+//! * `resume_from`: the epoch second the catch-up starts from (inclusive);
 //! * `finished`: every `msg_id` finished with a timestamp in
 //!   `resume_from..`, grouped by second. fedmsg timestamps have a resolution
 //!   of one second, so a timestamp alone cannot tell which of the messages of
-//!   that second were done; with the ids the backlog skips exactly those;
+//!   that second were done; with the ids the catch-up skips exactly those;
 //! * `seq_ids`: the last `seq_id` finished per sender name (replay, see
 //!   [`crate::replay`]), so gap detection can resume where it stopped.
 //!
@@ -20,7 +20,7 @@
 //! [`StatusOptions::reorder_window_secs`] (default 2 s). Messages of
 //! different publishers arrive slightly out of timestamp order (clock skew,
 //! network paths); a message that arrives late by up to that window and was
-//! not finished at a crash is still found by the backlog, and the ids kept
+//! not finished at a crash is still found by the catch-up, and the ids kept
 //! for the window make sure nothing finished is delivered twice. This is
 //! upstream's "last timestamp" rule (§4.5) made exact: with a window of 0 it
 //! is the last timestamp second and the ids finished within it.
@@ -72,11 +72,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use fedmsg_wire::localtime::now_epoch_f64;
 
 use serde::{Deserialize, Serialize};
 
-use crate::delivery::Delivery;
+use fedmsg_wire::delivery::Delivery;
 
 /// The `format` field of every status file.
 pub const FORMAT_NAME: &str = "fedmsg-hub-status";
@@ -163,7 +165,7 @@ pub struct Position {
     /// Timestamp of the last finished message, epoch seconds.
     #[serde(default)]
     pub timestamp: Option<f64>,
-    /// The backlog starts at this epoch second (inclusive).
+    /// The catch-up starts at this epoch second (inclusive).
     #[serde(default)]
     pub resume_from: Option<i64>,
     /// Finished `msg_id`s by epoch second, for seconds `>= resume_from`.
@@ -175,7 +177,7 @@ pub struct Position {
 }
 
 impl Position {
-    /// A position with nothing finished whose backlog starts at `second`.
+    /// A position with nothing finished whose catch-up starts at `second`.
     pub fn starting_at(second: i64) -> Self {
         Position {
             resume_from: Some(second),
@@ -184,7 +186,7 @@ impl Position {
     }
 
     /// True when the message `msg_id` with `timestamp` is known finished, or
-    /// lies before `resume_from` (so the backlog must not deliver it).
+    /// lies before `resume_from` (so the catch-up must not deliver it).
     pub fn is_finished(&self, msg_id: Option<&str>, timestamp: Option<f64>) -> bool {
         let second = timestamp.and_then(epoch_second);
         if let (Some(second), Some(from)) = (second, self.resume_from) {
@@ -220,7 +222,7 @@ pub struct Finished<'a> {
     /// The envelope's `timestamp`.
     pub timestamp: Option<f64>,
     /// `(sender name, seq_id)` when the message carried a `seq_id` and came
-    /// from a named endpoint (not from the backlog).
+    /// from a named endpoint (not from the catch-up).
     pub seq: Option<(&'a str, u64)>,
 }
 
@@ -370,7 +372,7 @@ impl StatusFile {
 
     fn record_second(&mut self, msg_id: Option<&str>, second: i64) {
         if second < self.position.resume_from.unwrap_or(i64::MIN) {
-            // Older than the backlog window: the backlog never returns it.
+            // Older than the catch-up window: the catch-up never returns it.
             return;
         }
         match msg_id {
@@ -465,7 +467,7 @@ impl StatusFile {
     }
 
     /// Writes the position now if it changed (at shutdown, or after a
-    /// backlog).
+    /// catch-up).
     ///
     /// # Errors
     ///
@@ -479,7 +481,7 @@ impl StatusFile {
             format: FORMAT_NAME.to_owned(),
             version: u64::from(FORMAT_VERSION),
             plugin: self.plugin.clone(),
-            written_at: now_f64(),
+            written_at: now_epoch_f64(),
             position: self.position.clone(),
         };
         let write_error = |source| StatusError::Write {
@@ -595,14 +597,8 @@ pub fn epoch_second(timestamp: f64) -> Option<i64> {
     (floor.is_finite() && floor.abs() < 9.0e15).then_some(floor as i64)
 }
 
-fn now_f64() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
 fn now_second() -> i64 {
-    epoch_second(now_f64()).unwrap_or(0)
+    epoch_second(now_epoch_f64()).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -688,7 +684,7 @@ mod tests {
         done(&mut file, "older", 99.0);
         assert_eq!(file.position().resume_from, Some(101));
         assert_eq!(file.position().msg_id.as_deref(), Some("older"));
-        // ...and is reported finished because the backlog starts later.
+        // ...and is reported finished because the catch-up starts later.
         assert!(file.position().is_finished(Some("older"), Some(99.0)));
     }
 
@@ -720,7 +716,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut file, _) = StatusFile::open_with(dir.path(), "p", opts(0)).unwrap();
         assert!(!file.maybe_flush().unwrap(), "clean");
-        done(&mut file, "a", now_f64());
+        done(&mut file, "a", now_epoch_f64());
         // open() just wrote, so the interval has not passed.
         assert!(!file.maybe_flush().unwrap());
         assert!(file.flush_due_in().is_some());
@@ -729,7 +725,7 @@ mod tests {
         assert!(file.maybe_flush().unwrap());
         assert!(!file.is_dirty());
         assert_eq!(file.flush_due_in(), None);
-        done(&mut file, "b", now_f64());
+        done(&mut file, "b", now_epoch_f64());
         assert!(!file.maybe_flush().unwrap());
         file.flush().unwrap();
         let p = load(file.path(), "p").unwrap().unwrap();
@@ -742,9 +738,9 @@ mod tests {
         // plugin had reached, never one ahead of the in-memory one.
         let dir = tempfile::tempdir().unwrap();
         let (mut file, _) = StatusFile::open_with(dir.path(), "p", opts(0)).unwrap();
-        done(&mut file, "a", now_f64());
+        done(&mut file, "a", now_epoch_f64());
         file.flush().unwrap();
-        done(&mut file, "b", now_f64());
+        done(&mut file, "b", now_epoch_f64());
         let on_disk = load(file.path(), "p").unwrap().unwrap();
         assert_eq!(on_disk.msg_id.as_deref(), Some("a"));
         assert!(!file.tmp_path.exists(), "no temporary file is left behind");

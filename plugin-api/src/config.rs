@@ -1,7 +1,10 @@
 //! The configuration a plugin sees.
 
+#[cfg(test)]
+use fedmsg_config_keys::section_path_of;
+use fedmsg_config_keys::{lookup, section_of};
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::ConfigError;
 
@@ -25,11 +28,7 @@ impl PluginConfig {
     /// `section_path` (dotted; empty = the whole configuration). A missing
     /// table is an empty one. Useful in a plugin's own unit tests.
     pub fn new(global: Value, section_path: &str) -> Self {
-        let section = if section_path.is_empty() {
-            global.clone()
-        } else {
-            section_of(&global, section_path)
-        };
+        let section = section_of(&global, section_path);
         Self {
             global,
             section,
@@ -38,7 +37,7 @@ impl PluginConfig {
     }
 
     /// Parses the configuration JSON text the hub sends over the boundary.
-    pub fn from_json(config_json: &str, section_path: &str) -> Result<Self, ConfigError> {
+    pub(crate) fn from_json(config_json: &str, section_path: &str) -> Result<Self, ConfigError> {
         let global = serde_json::from_str(config_json).map_err(|e| ConfigError {
             key: String::new(),
             reason: format!("the hub sent configuration that is not JSON: {e}"),
@@ -48,7 +47,8 @@ impl PluginConfig {
 
     /// Builds the view for a plugin's `CONFIG_KEY` (its table is the key
     /// minus the last component).
-    pub fn for_config_key(global: Value, config_key: &str) -> Self {
+    #[cfg(test)]
+    pub(crate) fn for_config_key(global: Value, config_key: &str) -> Self {
         Self::new(global, section_path_of(config_key))
     }
 
@@ -155,69 +155,6 @@ impl PluginConfig {
     }
 }
 
-/// The dotted path of the table a config key lives in: `tally.enabled` →
-/// `tally`, `enabled` → `` (the top level).
-pub fn section_path_of(config_key: &str) -> &str {
-    config_key
-        .rsplit_once('.')
-        .map_or("", |(section, _)| section)
-}
-
-/// Looks up a dotted key in a JSON configuration, accepting nested tables
-/// (`{"a": {"b": 1}}`), flat dotted keys (`{"a.b": 1}`) and mixtures
-/// (`{"a": {"b.c": 1}}`). A literal key wins over a nested path.
-pub fn lookup<'v>(root: &'v Value, dotted: &str) -> Option<&'v Value> {
-    let object = root.as_object()?;
-    if let Some(value) = object.get(dotted) {
-        return Some(value);
-    }
-    // Try every split point, longest first component first, so that
-    // `{"fedmsg.consumers": {"ircbot": …}}` is found too.
-    let mut split = dotted.len();
-    while let Some(dot) = dotted[..split].rfind('.') {
-        if let Some(inner) = object.get(&dotted[..dot]) {
-            if let Some(found) = lookup(inner, &dotted[dot + 1..]) {
-                return Some(found);
-            }
-        }
-        split = dot;
-    }
-    None
-}
-
-/// Whether the config key is set to `true` (a boolean, or the strings
-/// `true`/`1`/`yes`/`on` that environment overrides may produce).
-pub fn is_enabled(config: &Value, config_key: &str) -> bool {
-    match lookup(config, config_key) {
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) => {
-            matches!(s.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on")
-        }
-        _ => false,
-    }
-}
-
-/// The plugin's table: the nested/flat object at `path`, merged with any
-/// flat `path.key` entries at the top level (flat entries lose to nested
-/// ones). Never fails: a missing table is an empty object.
-fn section_of(global: &Value, path: &str) -> Value {
-    let mut section = match lookup(global, path) {
-        Some(Value::Object(map)) => map.clone(),
-        _ => Map::new(),
-    };
-    if let Some(top) = global.as_object() {
-        let prefix = format!("{path}.");
-        for (key, value) in top {
-            if let Some(rest) = key.strip_prefix(&prefix) {
-                section
-                    .entry(rest.to_owned())
-                    .or_insert_with(|| value.clone());
-            }
-        }
-    }
-    Value::Object(section)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,13 +195,6 @@ mod tests {
                 .unwrap(),
             Some(true)
         );
-        assert!(is_enabled(&global, "tally.enabled"));
-        assert!(!is_enabled(&global, "nope.enabled"));
-        assert!(is_enabled(&json!({"x.enabled": "yes"}), "x.enabled"));
-        assert!(is_enabled(
-            &json!({"a.b": {"enabled": true}}),
-            "a.b.enabled"
-        ));
     }
 
     #[test]
@@ -311,8 +241,6 @@ mod tests {
 
     #[test]
     fn from_json_and_section_paths() {
-        assert_eq!(section_path_of("a.b.enabled"), "a.b");
-        assert_eq!(section_path_of("enabled"), "");
         let cfg = PluginConfig::from_json(r#"{"k": 1}"#, "").unwrap();
         assert_eq!(cfg.get::<i64>("k").unwrap(), Some(1));
         assert!(PluginConfig::from_json("nope", "x").is_err());

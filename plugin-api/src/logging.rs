@@ -28,7 +28,7 @@ static SINK: RwLock<Option<Arc<HubBox>>> = RwLock::new(None);
 static INSTALL: Once = Once::new();
 
 /// Converts a `tracing` level to its [`level`] constant.
-pub fn level_to_u8(l: Level) -> u8 {
+pub(crate) fn level_to_u8(l: Level) -> u8 {
     match l {
         Level::ERROR => level::ERROR,
         Level::WARN => level::WARN,

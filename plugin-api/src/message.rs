@@ -36,7 +36,7 @@ impl<'a> Message<'a> {
     }
 
     /// Wraps the FFI form (used by the generated shims).
-    pub fn from_raw(raw: RawMessage<'a>) -> Self {
+    pub(crate) fn from_raw(raw: RawMessage<'a>) -> Self {
         Self { raw }
     }
 
@@ -116,11 +116,6 @@ impl<'a> Message<'a> {
     /// straight from the body is allowed (no copies).
     pub fn parse<T: Deserialize<'a>>(&self) -> Result<T, serde_json::Error> {
         serde_json::from_str(self.body())
-    }
-
-    /// The FFI form.
-    pub fn as_raw(&self) -> &RawMessage<'a> {
-        &self.raw
     }
 }
 

@@ -270,7 +270,7 @@ macro_rules! bench_sink {
             use super::*;
 
             fn config(dir: &Path, latency: bool) -> PluginConfig {
-                let section = fedmsg_plugin_api::section_path_of($key);
+                let section = $key.rsplit_once('.').map_or("", |(table, _)| table);
                 let mut table = serde_json::json!({
                     "output": dir.join("counter.json"),
                     "flush_s": 0.01,

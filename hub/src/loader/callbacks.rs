@@ -1,12 +1,12 @@
-//! The hub side of the plugin boundary: the services a plugin calls back
-//! into (publish, log).
+//! The hub side of the plugin boundary: what a plugin calls back into
+//! (publish, log).
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 
 use abi_stable::std_types::{RResult, RStr, RString};
+use fedmsg_plugin_api::__host::u8_to_level;
 use fedmsg_plugin_api::abi::{level, HubCallbacks};
-use fedmsg_plugin_api::u8_to_level;
 use tracing::Level;
 
 /// The `tracing` target under which plugins' log events appear in the hub's
@@ -14,26 +14,28 @@ use tracing::Level;
 /// `RUST_LOG=fedmsg_hub::plugin=debug`.
 pub const PLUGIN_LOG_TARGET: &str = "fedmsg_hub::plugin";
 
-/// What the hub offers plugins beyond message delivery. Implemented by the
-/// service layer; the loader wraps it for each plugin instance.
-pub trait HubServices: Send + Sync {
+/// Where a plugin's `HubContext::publish` goes: the hub's publisher
+/// ([`crate::publisher`]); the loader wraps it for each plugin instance.
+pub trait PublishSink: Send + Sync {
     /// Publishes `body` on `topic` on behalf of `plugin` (the hub adds the
     /// envelope and signs it when configured).
     fn publish(&self, plugin: &str, topic: &str, body: &serde_json::Value) -> Result<(), String>;
 }
 
-/// A [`HubServices`] whose `publish` always fails with the given text: the
-/// clean seam until publishing from plugins exists.
+/// A [`PublishSink`] whose `publish` always fails with the given text.
+#[cfg(test)]
 #[derive(Debug, Clone)]
 pub struct NoPublish(pub String);
 
+#[cfg(test)]
 impl Default for NoPublish {
     fn default() -> Self {
-        NoPublish("publishing from plugins is not implemented yet".into())
+        NoPublish("this test has no publisher".into())
     }
 }
 
-impl HubServices for NoPublish {
+#[cfg(test)]
+impl PublishSink for NoPublish {
     fn publish(
         &self,
         _plugin: &str,
@@ -48,7 +50,7 @@ impl HubServices for NoPublish {
 /// object the plugin holds.
 pub(crate) struct HubSide {
     pub(crate) plugin: String,
-    pub(crate) services: Arc<dyn HubServices>,
+    pub(crate) sink: Arc<dyn PublishSink>,
 }
 
 impl HubCallbacks for HubSide {
@@ -58,7 +60,7 @@ impl HubCallbacks for HubSide {
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
             let body: serde_json::Value = serde_json::from_str(body_json.as_str())
                 .map_err(|e| format!("the plugin sent a body that is not JSON: {e}"))?;
-            self.services.publish(&self.plugin, topic.as_str(), &body)
+            self.sink.publish(&self.plugin, topic.as_str(), &body)
         }));
         match outcome {
             Ok(Ok(())) => RResult::ROk(()),

@@ -1,0 +1,10 @@
+//! End-to-end tests on real processes, linked into one test binary (each
+//! file a module) so that the test harness is linked once.
+
+mod catchup;
+mod commands;
+mod datanommer;
+mod hub_core;
+mod interop_python;
+mod replay;
+mod validation;

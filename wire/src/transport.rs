@@ -1,0 +1,299 @@
+//! Receive path, step 1: transport. ZeroMQ SUB sockets, one per configured
+//! endpoint URL, polled by one thread, each message handed on as its frames
+//! with the endpoint it came from (next: [`crate::ingest`]).
+//!
+//! One socket per URL (rather than one socket connected everywhere) is what
+//! lets ingest know where each message came from: the endpoint is part of
+//! what a plugin sees, order is kept per endpoint, and replay gaps are
+//! tracked per sender name. A single thread polls all of them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::delivery::Source;
+use crate::shutdown::Stop;
+
+/// How often the receive loop looks at its stop flag when idle.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// At most this many messages are taken from one socket before the others
+/// get a turn, so one busy endpoint cannot starve the rest.
+const BATCH_PER_SOCKET: usize = 1024;
+
+/// Socket options of a hub SUB socket (fedmsg-reference §2.3, moksha column).
+#[derive(Debug, Clone, Default)]
+pub struct SubscribeOptions {
+    /// RCVHWM and SNDHWM; 0 = unlimited (moksha always sets it).
+    pub high_water_mark: i32,
+    /// ZMQ_RECONNECT_IVL in ms.
+    pub reconnect_ivl: i32,
+    /// ZMQ_RECONNECT_IVL_MAX in ms (0 = only `reconnect_ivl`).
+    pub reconnect_ivl_max: i32,
+    /// TCP keepalive, set only when enabled (like moksha).
+    pub tcp_keepalive: Option<TcpKeepalive>,
+}
+
+impl SubscribeOptions {
+    /// The options of the fedmsg configuration's keys (`high_water_mark`,
+    /// `zmq_reconnect_ivl*`, `zmq_tcp_keepalive*`).
+    pub fn from_config(config: &Config) -> SubscribeOptions {
+        let clamp = |v: u64| i32::try_from(v).unwrap_or(i32::MAX);
+        SubscribeOptions {
+            high_water_mark: clamp(config.high_water_mark),
+            reconnect_ivl: clamp(config.zmq_reconnect_ivl),
+            reconnect_ivl_max: clamp(config.zmq_reconnect_ivl_max),
+            tcp_keepalive: (config.zmq_tcp_keepalive != 0).then(|| TcpKeepalive {
+                cnt: clamp(config.zmq_tcp_keepalive_cnt),
+                idle: clamp(config.zmq_tcp_keepalive_idle),
+                intvl: clamp(config.zmq_tcp_keepalive_intvl),
+            }),
+        }
+    }
+}
+
+/// TCP keepalive parameters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TcpKeepalive {
+    /// ZMQ_TCP_KEEPALIVE_CNT.
+    pub cnt: i32,
+    /// ZMQ_TCP_KEEPALIVE_IDLE, seconds.
+    pub idle: i32,
+    /// ZMQ_TCP_KEEPALIVE_INTVL, seconds.
+    pub intvl: i32,
+}
+
+/// A transport failure, naming the endpoint it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// A socket could not be created or configured.
+    #[error("cannot set up a SUB socket for {url}: {source}")]
+    Socket {
+        /// The endpoint URL.
+        url: String,
+        /// The zmq error.
+        source: zmq::Error,
+    },
+    /// `connect` refused the URL (malformed, unknown transport, ...).
+    #[error("cannot connect to endpoint {name} = {url}: {source}")]
+    Connect {
+        /// The endpoint name.
+        name: String,
+        /// The endpoint URL.
+        url: String,
+        /// The zmq error.
+        source: zmq::Error,
+    },
+    /// Polling failed.
+    #[error("zmq poll failed: {0}")]
+    Poll(zmq::Error),
+}
+
+/// A set of connected SUB sockets.
+pub struct Subscriber {
+    sockets: Vec<(Arc<Source>, zmq::Socket)>,
+}
+
+impl Subscriber {
+    /// Connects one SUB socket per `(name, url)`, subscribed to every prefix
+    /// in `prefixes`. A URL that cannot be connected is returned as an error
+    /// in the second vector; the others still work.
+    pub fn connect(
+        ctx: &zmq::Context,
+        endpoints: &[(String, String)],
+        prefixes: &[String],
+        options: &SubscribeOptions,
+    ) -> (Subscriber, Vec<TransportError>) {
+        let mut sockets = Vec::with_capacity(endpoints.len());
+        let mut errors = Vec::new();
+        for (name, url) in endpoints {
+            match open_socket(ctx, name, url, prefixes, options) {
+                Ok(socket) => {
+                    let source = Arc::new(Source {
+                        name: name.clone(),
+                        url: url.clone(),
+                    });
+                    tracing::info!(endpoint_name = %name, endpoint = %url, "subscribed");
+                    sockets.push((source, socket));
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        (Subscriber { sockets }, errors)
+    }
+
+    /// Number of connected sockets.
+    pub fn len(&self) -> usize {
+        self.sockets.len()
+    }
+
+    /// True when no socket is connected.
+    pub fn is_empty(&self) -> bool {
+        self.sockets.is_empty()
+    }
+
+    /// Receives until `stop` is triggered, handing every multipart message
+    /// (as its frames) to `on_message`. Returns only on stop or poll
+    /// failure.
+    pub fn run<F>(&self, stop: &Stop, mut on_message: F) -> Result<(), TransportError>
+    where
+        F: FnMut(&Arc<Source>, Vec<Vec<u8>>),
+    {
+        let mut items: Vec<zmq::PollItem<'_>> = self
+            .sockets
+            .iter()
+            .map(|(_, s)| s.as_poll_item(zmq::POLLIN))
+            .collect();
+        let timeout = POLL_INTERVAL.as_millis() as i64;
+        while !stop.is_triggered() {
+            if items.is_empty() {
+                stop.sleep(POLL_INTERVAL);
+                continue;
+            }
+            match zmq::poll(&mut items, timeout) {
+                Ok(_) => {}
+                Err(zmq::Error::EINTR) => continue,
+                Err(e) => return Err(TransportError::Poll(e)),
+            }
+            for (item, (source, socket)) in items.iter().zip(&self.sockets) {
+                if item.is_readable() {
+                    drain_socket(source, socket, &mut on_message);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn drain_socket<F>(source: &Arc<Source>, socket: &zmq::Socket, on_message: &mut F)
+where
+    F: FnMut(&Arc<Source>, Vec<Vec<u8>>),
+{
+    for _ in 0..BATCH_PER_SOCKET {
+        match socket.recv_multipart(zmq::DONTWAIT) {
+            Ok(frames) => on_message(source, frames),
+            Err(zmq::Error::EAGAIN) => return,
+            Err(zmq::Error::EINTR) => continue,
+            Err(error) => {
+                tracing::error!(endpoint = %source.url, %error, "receive failed");
+                return;
+            }
+        }
+    }
+}
+
+fn open_socket(
+    ctx: &zmq::Context,
+    name: &str,
+    url: &str,
+    prefixes: &[String],
+    options: &SubscribeOptions,
+) -> Result<zmq::Socket, TransportError> {
+    let sock_err = |source| TransportError::Socket {
+        url: url.to_owned(),
+        source,
+    };
+    let socket = ctx.socket(zmq::SUB).map_err(sock_err)?;
+    configure(&socket, options).map_err(sock_err)?;
+    for prefix in prefixes {
+        socket.set_subscribe(prefix.as_bytes()).map_err(sock_err)?;
+    }
+    socket
+        .connect(url)
+        .map_err(|source| TransportError::Connect {
+            name: name.to_owned(),
+            url: url.to_owned(),
+            source,
+        })?;
+    Ok(socket)
+}
+
+fn configure(socket: &zmq::Socket, options: &SubscribeOptions) -> Result<(), zmq::Error> {
+    socket.set_rcvhwm(options.high_water_mark)?;
+    socket.set_sndhwm(options.high_water_mark)?;
+    socket.set_linger(100)?;
+    if options.reconnect_ivl > 0 {
+        socket.set_reconnect_ivl(options.reconnect_ivl)?;
+    }
+    if options.reconnect_ivl_max > 0 {
+        socket.set_reconnect_ivl_max(options.reconnect_ivl_max)?;
+    }
+    if let Some(keepalive) = options.tcp_keepalive {
+        socket.set_tcp_keepalive(1)?;
+        socket.set_tcp_keepalive_cnt(keepalive.cnt)?;
+        socket.set_tcp_keepalive_idle(keepalive.idle)?;
+        socket.set_tcp_keepalive_intvl(keepalive.intvl)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+
+    #[test]
+    fn receives_from_every_endpoint_and_names_the_source() {
+        let ctx = zmq::Context::new();
+        let mut pubs = Vec::new();
+        let mut endpoints = Vec::new();
+        for name in ["a", "b"] {
+            let publisher = ctx.socket(zmq::PUB).unwrap();
+            publisher.bind("tcp://127.0.0.1:*").unwrap();
+            let url = publisher.get_last_endpoint().unwrap().unwrap();
+            endpoints.push((name.to_owned(), url));
+            pubs.push(publisher);
+        }
+        endpoints.push(("bad".into(), "nonsense://x".into()));
+        let (subscriber, errors) = Subscriber::connect(
+            &ctx,
+            &endpoints,
+            &[String::from("t")],
+            &SubscribeOptions::default(),
+        );
+        assert_eq!(subscriber.len(), 2);
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].to_string().contains("nonsense://x"));
+
+        // PUB/SUB drops what is sent before the connection is up, so the
+        // publishers repeat until the subscriber has heard both.
+        let done = Arc::new(AtomicBool::new(false));
+        let publishing = {
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while !done.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    for publisher in &pubs {
+                        publisher.send_multipart(["t", "{}"], 0).unwrap();
+                        publisher.send_multipart(["x", "{}"], 0).unwrap();
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        let stop = Stop::new();
+        let watchdog = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                stop.sleep(Duration::from_secs(20));
+                stop.trigger();
+            })
+        };
+        let mut seen = BTreeSet::new();
+        subscriber
+            .run(&stop, |source, frames| {
+                assert_eq!(frames[0], b"t", "subscription filter lets only `t` through");
+                seen.insert(source.name.clone());
+                if seen.len() == 2 {
+                    stop.trigger();
+                }
+            })
+            .unwrap();
+        done.store(true, Ordering::Relaxed);
+        publishing.join().unwrap();
+        drop(watchdog);
+        assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec!["a", "b"]);
+    }
+}
