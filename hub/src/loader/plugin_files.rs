@@ -316,7 +316,7 @@ fn panics_and_errors_in_consume_are_contained() {
 }
 
 #[test]
-fn publish_goes_through_hub_services() {
+fn publish_goes_through_the_publish_sink() {
     #[derive(Default)]
     struct Recorder(Mutex<Vec<(String, String, Value)>>);
     impl PublishSink for Recorder {
@@ -352,14 +352,14 @@ fn publish_goes_through_hub_services() {
         )]
     );
 
-    // The default seam: publishing is refused with a clear error.
+    // A sink that refuses: the plugin sees the refusal as an error.
     let mut instance = faulty
         .instantiate(&config, no_publish(), dir.path())
         .expect("faulty");
     assert_eq!(
         instance.consume(&delivery("org.echo", Some("m-2"))),
         ConsumeOutcome::Failed(
-            "publish failed: publishing from plugins is not implemented yet".into()
+            "publish failed: this test has no publisher".into()
         )
     );
 }
