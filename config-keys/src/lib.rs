@@ -37,15 +37,32 @@ pub fn lookup<'v>(root: &'v Value, dotted: &str) -> Option<&'v Value> {
     if dotted.is_empty() {
         return Some(root);
     }
-    let object = root.as_object()?;
-    if let Some(value) = object.get(dotted) {
+    find_in(
+        root.as_object()?,
+        dotted,
+        &|table, key| table.get(key),
+        &|value| value.as_object(),
+    )
+}
+
+/// The lookup of [`lookup`] over any tree whose tables are `T` and whose
+/// values are `V` (the configuration loader keeps a tree that remembers
+/// where each value came from): `get` gives a table's value under a literal
+/// key, `table_of` the table a value holds, if it is one.
+pub fn find_in<'t, T: ?Sized, V>(
+    table: &'t T,
+    dotted: &str,
+    get: &impl Fn(&'t T, &str) -> Option<&'t V>,
+    table_of: &impl Fn(&'t V) -> Option<&'t T>,
+) -> Option<&'t V> {
+    if let Some(value) = get(table, dotted) {
         return Some(value);
     }
     let mut split = dotted.len();
     while let Some(dot) = dotted[..split].rfind('.') {
-        if let Some(found) = object
-            .get(&dotted[..dot])
-            .and_then(|inner| lookup(inner, &dotted[dot + 1..]))
+        if let Some(found) = get(table, &dotted[..dot])
+            .and_then(table_of)
+            .and_then(|inner| find_in(inner, &dotted[dot + 1..], get, table_of))
         {
             return Some(found);
         }

@@ -358,9 +358,7 @@ fn publish_goes_through_the_publish_sink() {
         .expect("faulty");
     assert_eq!(
         instance.consume(&delivery("org.echo", Some("m-2"))),
-        ConsumeOutcome::Failed(
-            "publish failed: this test has no publisher".into()
-        )
+        ConsumeOutcome::Failed("publish failed: this test has no publisher".into())
     );
 }
 

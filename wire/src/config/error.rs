@@ -149,10 +149,14 @@ pub(crate) fn origin_of(tree: &Table, key: &str) -> String {
         }
         out
     };
-    let segments: Vec<&str> = without_indices.split('.').collect();
-    for len in (1..=segments.len()).rev() {
-        if let Some(node) = tree::lookup(tree, &segments[..len]) {
+    let mut prefix = without_indices.as_str();
+    loop {
+        if let Some(node) = tree::lookup(tree, prefix) {
             return node.origin.to_string();
+        }
+        match prefix.rfind('.') {
+            Some(dot) => prefix = &prefix[..dot],
+            None => break,
         }
     }
     "configuration".into()

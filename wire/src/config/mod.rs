@@ -295,8 +295,7 @@ impl Loaded {
     /// `environment variable FEDMSG_X`, `--set x=y`, `built-in defaults`),
     /// or `None` if there is no such key. For warnings about a key.
     pub fn origin_of(&self, dotted_key: &str) -> Option<&str> {
-        let path: Vec<&str> = dotted_key.split('.').collect();
-        tree::lookup(&self.tree, &path).map(|node| &*node.origin)
+        tree::lookup(&self.tree, dotted_key).map(|node| &*node.origin)
     }
 }
 
@@ -535,21 +534,6 @@ impl Config {
             .collect()
     }
 
-    /// Whether the flag at `dotted_key` (e.g. `datanommer.enabled`) is set.
-    /// A missing key is `false`. `true`, a non-zero number and the strings
-    /// `true`/`yes`/`on`/`1` (any case) count as set, matching Python's
-    /// truthiness for the values people write.
-    pub fn is_enabled(&self, dotted_key: &str) -> bool {
-        match self.lookup(dotted_key) {
-            Some(serde_json::Value::Bool(b)) => *b,
-            Some(serde_json::Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0),
-            Some(serde_json::Value::String(s)) => {
-                matches!(s.to_ascii_lowercase().as_str(), "true" | "yes" | "on" | "1")
-            }
-            _ => false,
-        }
-    }
-
     /// The whole merged configuration (defaults and every layer) as JSON.
     /// Plugins read their own table from it.
     pub fn raw(&self) -> &serde_json::Value {
@@ -560,19 +544,9 @@ impl Config {
     /// or `Null` when absent. Keys that contain dots themselves
     /// (`endpoints.bodhi.app01`) are found too.
     pub fn subtree(&self, dotted: &str) -> serde_json::Value {
-        self.lookup(dotted)
+        fedmsg_config_keys::lookup(&self.raw, dotted)
             .cloned()
             .unwrap_or(serde_json::Value::Null)
-    }
-
-    fn lookup(&self, dotted: &str) -> Option<&serde_json::Value> {
-        if dotted.is_empty() {
-            return Some(&self.raw);
-        }
-        // A literal dotted top-level key was already split into tables at
-        // load; the lookup also tries dot-joined keys at every level.
-        let path: Vec<&str> = dotted.split('.').collect();
-        tree::lookup_json(&self.raw, &path)
     }
 
     /// The merged configuration as TOML (for `fedmsg-config`).

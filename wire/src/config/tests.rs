@@ -528,7 +528,10 @@ fn env_vars_are_config_only_for_known_keys_and_existing_tables() {
             "FEDMSG_SKIP_PYTHON"
         ]
     );
-    assert!(!loaded.config.is_enabled("datanommer.enabled"));
+    assert!(!fedmsg_config_keys::is_enabled(
+        loaded.config.raw(),
+        "datanommer.enabled"
+    ));
     assert!(loaded.config.sign_messages);
     assert_eq!(
         loaded.config.endpoints["local_hub"],
@@ -544,7 +547,10 @@ fn env_vars_are_config_only_for_known_keys_and_existing_tables() {
     let dir = scratch.write("d", "dn.toml", "[datanommer]\nenabled = false\n");
     src.dirs = vec![dir];
     let loaded = load(&src);
-    assert!(loaded.config.is_enabled("datanommer.enabled"));
+    assert!(fedmsg_config_keys::is_enabled(
+        loaded.config.raw(),
+        "datanommer.enabled"
+    ));
     assert_eq!(
         loaded.ignored_env,
         vec!["FEDMSG_NETWORK", "FEDMSG_SKIP_PYTHON"]
@@ -599,8 +605,11 @@ fn set_accepts_toml_values_dotted_and_quoted_keys() {
     assert_eq!(c.high_water_mark, 10);
     assert_eq!(c.relay_inbound, vec!["tcp://127.0.0.1:2999"]);
     assert_eq!(c.crypto_validate_backends, vec!["x509", "gpg"]);
-    assert!(c.is_enabled("datanommer.enabled"));
-    assert!(c.is_enabled("tally.enabled"));
+    assert!(fedmsg_config_keys::is_enabled(
+        c.raw(),
+        "datanommer.enabled"
+    ));
+    assert!(fedmsg_config_keys::is_enabled(c.raw(), "tally.enabled"));
     assert_eq!(c.endpoints["bodhi.app01"], vec!["tcp://app01:3000"]);
     assert_eq!(c.certnames["shell.host"], "shell-host");
     assert_eq!(c.ca_cert_location, "https://example.org/ca.crt?a=b");
@@ -644,13 +653,22 @@ enabled = 0
 "#,
     );
     let c = load(&sources(&[&dir])).config;
-    assert!(c.is_enabled("datanommer.enabled"));
-    assert!(c.is_enabled("tally.enabled"));
-    assert!(c.is_enabled("busmon.enabled"));
-    assert!(!c.is_enabled("echo.enabled"));
-    assert!(!c.is_enabled("fedmsg.consumers.ircbot.enabled"));
-    assert!(!c.is_enabled("missing.enabled"));
-    assert!(!c.is_enabled("tally"), "a table is not a flag");
+    assert!(fedmsg_config_keys::is_enabled(
+        c.raw(),
+        "datanommer.enabled"
+    ));
+    assert!(fedmsg_config_keys::is_enabled(c.raw(), "tally.enabled"));
+    assert!(fedmsg_config_keys::is_enabled(c.raw(), "busmon.enabled"));
+    assert!(!fedmsg_config_keys::is_enabled(c.raw(), "echo.enabled"));
+    assert!(!fedmsg_config_keys::is_enabled(
+        c.raw(),
+        "fedmsg.consumers.ircbot.enabled"
+    ));
+    assert!(!fedmsg_config_keys::is_enabled(c.raw(), "missing.enabled"));
+    assert!(
+        !fedmsg_config_keys::is_enabled(c.raw(), "tally"),
+        "a table is not a flag"
+    );
     assert_eq!(
         c.subtree("datanommer"),
         serde_json::json!({"enabled": true})
@@ -759,8 +777,8 @@ fn shipped_example_configs_load_cleanly() {
     assert!(!c.sign_messages);
     assert_eq!(c.plugin_dir, PathBuf::from(".run/plugins"));
     assert_eq!(c.state_dir, PathBuf::from(".run/state"));
-    assert!(c.is_enabled("tally.enabled"));
-    assert!(c.is_enabled("echo.enabled"));
+    assert!(fedmsg_config_keys::is_enabled(c.raw(), "tally.enabled"));
+    assert!(fedmsg_config_keys::is_enabled(c.raw(), "echo.enabled"));
     assert_eq!(c.subtree("tally.output"), ".run/tally.jsonl");
     assert_eq!(
         c.endpoint_urls(),

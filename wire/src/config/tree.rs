@@ -199,41 +199,12 @@ pub(crate) fn nest_dotted_top_level(table: Table) -> Table {
     out
 }
 
-/// Finds the node at `path` (segments split on `.`). Because keys below the
-/// top level may themselves contain dots (`endpoints."bodhi.app01"`), each
-/// step tries the shortest key first and then longer dot-joined keys.
-pub(crate) fn lookup<'a>(table: &'a Table, path: &[&str]) -> Option<&'a Node> {
-    for take in 1..=path.len() {
-        let key = path[..take].join(".");
-        if let Some(node) = table.get(&key) {
-            let rest = &path[take..];
-            if rest.is_empty() {
-                return Some(node);
-            }
-            if let Some(found) = node.as_table().and_then(|t| lookup(t, rest)) {
-                return Some(found);
-            }
-        }
-    }
-    None
-}
-
-/// Like [`lookup`], for JSON objects.
-pub(crate) fn lookup_json<'a>(
-    value: &'a serde_json::Value,
-    path: &[&str],
-) -> Option<&'a serde_json::Value> {
-    if path.is_empty() {
-        return Some(value);
-    }
-    let object = value.as_object()?;
-    for take in 1..=path.len() {
-        let key = path[..take].join(".");
-        if let Some(found) = object.get(&key).and_then(|v| lookup_json(v, &path[take..])) {
-            return Some(found);
-        }
-    }
-    None
+/// Finds the node at `dotted`, with the precedence every side of the hub
+/// shares ([`fedmsg_config_keys`]: literal key first, then the longest
+/// first part), so that "where did this value come from" names the value
+/// the hub and the plugins actually read.
+pub(crate) fn lookup<'a>(table: &'a Table, dotted: &str) -> Option<&'a Node> {
+    fedmsg_config_keys::find_in(table, dotted, &|t: &'a Table, k| t.get(k), &Node::as_table)
 }
 
 /// Converts JSON to TOML for printing. `null` has no TOML spelling and is
