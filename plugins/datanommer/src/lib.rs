@@ -195,11 +195,10 @@ impl ConsumerPlugin for Datanommer {
                     .is_none_or(|at| at.elapsed() >= OVERFLOW_LOG_EVERY)
                 {
                     self.overflow_logged = Some(Instant::now());
-                    let [.., overflowed, _lost, _retries] = self.writer.stats().snapshot();
                     tracing::warn!(
                         msg_id = %refused.msg_id,
                         queue_capacity = self.queue_capacity,
-                        overflowed_total = overflowed,
+                        overflowed_total = self.writer.stats().snapshot().overflowed,
                         "datanommer: writer queue full; messages are not being stored"
                     );
                 }

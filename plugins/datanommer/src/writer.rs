@@ -64,19 +64,35 @@ impl Stats {
         counter.fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    /// A snapshot, for logs and tests: (inserted, duplicates, failed,
-    /// overflowed, lost, retries).
-    pub fn snapshot(&self) -> [u64; 6] {
-        [
-            &self.inserted,
-            &self.duplicates,
-            &self.failed,
-            &self.overflowed,
-            &self.lost,
-            &self.retries,
-        ]
-        .map(|c| c.load(Ordering::Relaxed))
+    /// The counters now, for logs and tests.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            inserted: load(&self.inserted),
+            duplicates: load(&self.duplicates),
+            failed: load(&self.failed),
+            overflowed: load(&self.overflowed),
+            lost: load(&self.lost),
+            retries: load(&self.retries),
+        }
     }
+}
+
+/// The writer's [`Stats`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Rows committed.
+    pub inserted: u64,
+    /// Rows skipped: their `msg_id` was already stored.
+    pub duplicates: u64,
+    /// Rows refused by the database (their data), dropped.
+    pub failed: u64,
+    /// Rows refused because the queue was full.
+    pub overflowed: u64,
+    /// Rows still unwritten when shutdown gave up on the database.
+    pub lost: u64,
+    /// Failed attempts to write (or connect) that were retried.
+    pub retries: u64,
 }
 
 /// A row [`Writer::submit`] refused.
@@ -172,8 +188,8 @@ impl Writer {
         };
         let patience = self.shutdown_timeout + Duration::from_secs(5);
         let progress = |s: &Stats| {
-            let [inserted, duplicates, failed, _, lost, _] = s.snapshot();
-            inserted + duplicates + failed + lost
+            let s = s.snapshot();
+            s.inserted + s.duplicates + s.failed + s.lost
         };
         let mut last = progress(&self.stats);
         let mut idle_since = Instant::now();
@@ -254,14 +270,14 @@ impl Loop {
                 break;
             }
         }
-        let [inserted, duplicates, failed, overflowed, lost, retries] = self.stats.snapshot();
+        let s = self.stats.snapshot();
         tracing::info!(
-            inserted,
-            duplicates,
-            failed,
-            overflowed,
-            lost,
-            retries,
+            inserted = s.inserted,
+            duplicates = s.duplicates,
+            failed = s.failed,
+            overflowed = s.overflowed,
+            lost = s.lost,
+            retries = s.retries,
             "datanommer writer stopped"
         );
     }
