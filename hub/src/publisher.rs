@@ -355,13 +355,14 @@ fn open_replay(
     name: &str,
     path: &Path,
 ) -> (Option<ReplayStore>, Option<ReplayServer>) {
-    let store = match ReplayStore::open(path) {
+    let mut store = match ReplayStore::open(path) {
         Ok(store) => store,
         Err(error) => {
             tracing::error!(name, path = %path.display(), %error, "persistent_store unusable: publishing without seq_id");
             return (None, None);
         }
     };
+    store.set_retention(config.replay_retention_duration());
     let Some(url) = config.replay_endpoints.get(name) else {
         tracing::warn!(
             name,

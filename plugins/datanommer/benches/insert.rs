@@ -82,7 +82,13 @@ fn report(name: &str, url: &str, bodies: &[(String, String)], state: &std::path:
     let total = started.elapsed();
     let s = plugin.stats().snapshot();
     assert_eq!(
-        (s.inserted as usize, s.duplicates, s.failed, s.overflowed, s.lost),
+        (
+            s.inserted as usize,
+            s.duplicates,
+            s.failed,
+            s.overflowed,
+            s.lost
+        ),
         (bodies.len(), 0, 0, 0, 0),
         "every message stored once"
     );

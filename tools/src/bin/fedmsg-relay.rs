@@ -180,8 +180,9 @@ fn open_store(
     path: &std::path::Path,
     drop_every: Option<u64>,
 ) -> anyhow::Result<(Stamper, Option<ReplayServer>)> {
-    let store = ReplayStore::open(path)
+    let mut store = ReplayStore::open(path)
         .with_context(|| format!("cannot open the replay store {}", path.display()))?;
+    store.set_retention(config.replay_retention_duration());
     let server = match config.replay_endpoints.get(OUTBOUND_NAME) {
         Some(url) => {
             let serving = ReplayStore::open(path)

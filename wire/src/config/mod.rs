@@ -235,6 +235,10 @@ pub struct Config {
     /// How long the hub waits for a replay endpoint's answer to one gap
     /// query, in s, before delivering what it held back without the gap.
     pub replay_timeout: f64,
+    /// How long a replay store (`persistent_store`, `fedmsg-relay --store`)
+    /// keeps a message, in s; 0 = forever (upstream's behaviour: the store
+    /// grew without bound).
+    pub replay_retention: f64,
 
     /// The whole merged tree (defaults and every layer), for plugins.
     #[serde(skip)]
@@ -375,6 +379,7 @@ impl Default for Config {
             dedup_window: 4096,
             max_message_size: 64 * 1024 * 1024,
             replay_timeout: 2.0,
+            replay_retention: 7.0 * 24.0 * 3600.0,
             raw: serde_json::Value::Null,
         };
         config.raw = config.typed_json();
@@ -487,6 +492,7 @@ impl Config {
             ("timeout", self.timeout),
             ("shutdown_timeout", self.shutdown_timeout),
             ("replay_timeout", self.replay_timeout),
+            ("replay_retention", self.replay_retention),
         ] {
             // Duration::from_secs_f64 panics on these (NaN is not in the range).
             if !(0.0..=1e9).contains(&seconds) {
@@ -587,6 +593,13 @@ impl Config {
     /// `shutdown_timeout` as a duration (validated finite and non-negative).
     pub fn shutdown_duration(&self) -> Duration {
         Duration::try_from_secs_f64(self.shutdown_timeout).unwrap_or(Duration::ZERO)
+    }
+
+    /// `replay_retention` as a duration; `None` (0) keeps messages forever.
+    pub fn replay_retention_duration(&self) -> Option<Duration> {
+        Duration::try_from_secs_f64(self.replay_retention)
+            .ok()
+            .filter(|d| !d.is_zero())
     }
 
     /// `replay_timeout` as a duration (validated finite and non-negative).

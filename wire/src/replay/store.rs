@@ -25,10 +25,20 @@
 //!
 //! A connection is not shared between threads: the publisher and the replay
 //! server each open their own [`ReplayStore`] on the same file.
+//!
+//! # Retention
+//!
+//! Upstream's store grew forever. With a retention
+//! ([`ReplayStore::set_retention`], config `replay_retention`), `add`
+//! deletes the name's messages whose `timestamp` is older than the
+//! retention, at most once per [`PRUNE_INTERVAL`], in its own statement
+//! after the message is committed: a failed prune is logged and costs the
+//! publisher nothing. Replay fills gaps of seconds; history is datanommer's
+//! job, so the default keeps a week.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
@@ -36,6 +46,11 @@ use serde_json::Value;
 
 use super::query::Query;
 use crate::envelope;
+use crate::localtime::now_epoch_f64;
+use crate::ratelimit::LogLimiter;
+
+/// How often `add` prunes a name's expired messages, at most.
+pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The schema version this hub writes and reads.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -128,6 +143,11 @@ pub struct QueryResult {
 pub struct ReplayStore {
     conn: Connection,
     path: PathBuf,
+    /// Messages older than this are pruned; `None` keeps them forever.
+    retention: Option<Duration>,
+    /// When `add` prunes next.
+    next_prune: Instant,
+    prune_log: LogLimiter,
 }
 
 impl std::fmt::Debug for ReplayStore {
@@ -169,7 +189,17 @@ impl ReplayStore {
         Ok(ReplayStore {
             conn,
             path: path.to_owned(),
+            retention: None,
+            next_prune: Instant::now(),
+            prune_log: LogLimiter::default(),
         })
+    }
+
+    /// Keeps messages for `retention` (see the module docs); `None` keeps
+    /// them forever. The next `add` prunes.
+    pub fn set_retention(&mut self, retention: Option<Duration>) {
+        self.retention = retention;
+        self.next_prune = Instant::now();
     }
 
     /// The database file.
@@ -206,6 +236,7 @@ impl ReplayStore {
             }
         }
         let (seq_id, body) = result?;
+        self.prune_if_due(name);
         Ok(StoredMessage {
             seq_id,
             msg_id,
@@ -213,6 +244,28 @@ impl ReplayStore {
             timestamp,
             body,
         })
+    }
+
+    /// Deletes the expired messages of `name` when a prune is due.
+    fn prune_if_due(&mut self, name: &str) {
+        let Some(retention) = self.retention else {
+            return;
+        };
+        let now = Instant::now();
+        if now < self.next_prune {
+            return;
+        }
+        self.next_prune = now + PRUNE_INTERVAL;
+        let cutoff = now_epoch_f64() - retention.as_secs_f64();
+        match self.prune_before(name, cutoff) {
+            Ok(0) => {}
+            Ok(pruned) => tracing::debug!(name, pruned, "replay store: expired messages pruned"),
+            Err(error) => {
+                if let Some(suppressed) = self.prune_log.check() {
+                    tracing::warn!(name, path = %self.path.display(), %error, suppressed, "replay store: cannot prune expired messages");
+                }
+            }
+        }
     }
 
     fn insert_stamped(
@@ -455,6 +508,44 @@ mod tests {
         assert_eq!(store.add("n", &mut envelope(6, 2000)).unwrap().seq_id, 6);
         let all = store.query("n", &Query::range(0, 100), 100).unwrap();
         assert_eq!(seqs(&all), vec![4, 5, 6]);
+    }
+
+    #[test]
+    fn retention_prunes_expired_messages_when_adding() {
+        let dir = tempfile::tempdir().unwrap();
+        // Five messages from 1970: kept while there is no retention.
+        let mut store = filled(dir.path(), "n", 5);
+        let now = now_epoch_f64() as i64;
+        store.add("other", &mut envelope(1, 1000)).unwrap();
+        store.set_retention(Some(Duration::from_secs(3600)));
+        assert_eq!(store.add("n", &mut envelope(6, now)).unwrap().seq_id, 6);
+        let kept = store.query("n", &Query::range(0, 100), 100).unwrap();
+        assert_eq!(seqs(&kept), vec![6], "the old ones of that name are gone");
+        // Another name is pruned when it is added to, not before.
+        assert_eq!(
+            store
+                .query("other", &Query::range(0, 100), 100)
+                .unwrap()
+                .messages
+                .len(),
+            1
+        );
+        // Not again within the interval: an expired message added now stays
+        // until the next prune.
+        assert_eq!(store.add("n", &mut envelope(7, 1000)).unwrap().seq_id, 7);
+        let kept = store.query("n", &Query::range(0, 100), 100).unwrap();
+        assert_eq!(seqs(&kept), vec![6, 7]);
+        // Forever again: nothing is pruned.
+        store.set_retention(None);
+        store.add("other", &mut envelope(2, 1000)).unwrap();
+        assert_eq!(
+            store
+                .query("other", &Query::range(0, 100), 100)
+                .unwrap()
+                .messages
+                .len(),
+            2
+        );
     }
 
     #[test]
