@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the tests need, builds the whole workspace (the end-to-end
+# Installs what the tests need, checks the gates (format, clippy, rustdoc,
+# plugin MSRV: scripts/gates.sh), builds the whole workspace (the end-to-end
 # tests load the plugin .so files and start the binaries it produces) and
 # runs every test. This is what CI runs (.ci/run).
 set -euo pipefail
@@ -16,6 +17,8 @@ else
     echo "test.sh: $shared/pyfedmsg not found (needed for interop tests)" >&2
     exit 1
 fi
+
+scripts/gates.sh
 
 cargo build --workspace --locked
 

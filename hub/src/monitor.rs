@@ -40,7 +40,9 @@ use fedmsg_wire::delivery::Delivery;
 use fedmsg_wire::ingest::IngestStats;
 use fedmsg_wire::localtime::now_epoch_f64;
 use fedmsg_wire::ratelimit::LogLimiter;
-use fedmsg_wire::report::{ConsumerReport, Counters, HubReport, ProducerReport, Report, Window};
+use fedmsg_wire::report::{
+    ConsumerReport, Counters, HubReport, ProducerReport, Report, Window, RECENT_WINDOW,
+};
 use fedmsg_wire::shutdown::{OwnedThread, Stop};
 
 use crate::activate::{PluginFile, PluginState};
@@ -50,9 +52,6 @@ use crate::worker::{PluginStats, WorkerHandle};
 
 /// moksha's reporting interval.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
-
-/// The window of the `recent` counters.
-pub const RECENT_WINDOW: Duration = Duration::from_secs(60);
 
 /// How often the monitor thread looks at its stop flag and for subscribers.
 const POLL: Duration = Duration::from_millis(100);

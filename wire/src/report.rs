@@ -13,8 +13,12 @@
 //! `fedmsg_hub`'s `monitor` module.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+/// The window of a consumer's `recent` counters.
+pub const RECENT_WINDOW: Duration = Duration::from_secs(60);
 
 /// One monitoring message.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
