@@ -224,7 +224,7 @@ fn open_status(config: &Config, plugin: &str) -> (Option<StatusFile>, Option<Pos
 /// before the hub subscribed have reached the message store.
 const CATCH_UP_DELAY: Duration = Duration::from_secs(1);
 
-/// A backlog plan for a plugin that has a recorded position, when
+/// A catch-up plan for a plugin that has a recorded position, when
 /// `datagrepper_url` is configured. The verifier and the stop flag are
 /// filled in by [`run`].
 fn catch_up_plan(

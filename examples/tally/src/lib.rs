@@ -17,6 +17,10 @@
 //! Each line reaches the file in a single `write(2)` on a file opened with
 //! `O_APPEND`, so concurrent readers only ever see whole lines, plus at most
 //! one line still being written at the very end (without its newline yet).
+//!
+//! The unit tests at the end show how to test a plugin without a hub: a
+//! [`PluginConfig`] built from JSON, a detached [`HubContext`], and
+//! [`Message::new`] for the messages.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -117,3 +121,91 @@ fn existing_ids(path: &Path) -> Result<HashSet<String>, PluginError> {
 }
 
 export_plugin!(Tally);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    /// The view the hub would give the plugin of this configuration.
+    fn config(tally: Value) -> PluginConfig {
+        PluginConfig::new(json!({ "tally": tally }), "tally")
+    }
+
+    fn lines(path: &Path) -> Vec<Value> {
+        std::fs::read_to_string(path)
+            .expect("output file")
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a JSON line"))
+            .collect()
+    }
+
+    #[test]
+    fn topics_default_to_everything_and_accept_a_glob_or_a_list() {
+        assert_eq!(Tally::topics(&config(json!({}))).unwrap(), ["*"]);
+        assert_eq!(
+            Tally::topics(&config(json!({"topic": "org.a.*"}))).unwrap(),
+            ["org.a.*"]
+        );
+        assert_eq!(
+            Tally::topics(&config(json!({"topic": ["a", "b.*"]}))).unwrap(),
+            ["a", "b.*"]
+        );
+        let error = Tally::topics(&config(json!({"topic": 3}))).unwrap_err();
+        assert!(error.to_string().contains("tally.topic"), "{error}");
+    }
+
+    #[test]
+    fn output_is_required_and_named_when_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = HubContext::detached("tally", dir.path());
+        let error = Tally::new(&config(json!({})), ctx)
+            .err()
+            .expect("no output");
+        assert!(error.to_string().contains("tally.output"), "{error}");
+    }
+
+    #[test]
+    fn one_line_per_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("tally.jsonl");
+        let ctx = HubContext::detached("tally", dir.path());
+        let mut tally = Tally::new(&config(json!({"output": output})), ctx).unwrap();
+        let body = r#"{"topic":"org.x","msg":{}}"#;
+        tally
+            .consume(&Message::new("org.x", body).with_msg_id("id-1"))
+            .unwrap();
+        tally.consume(&Message::new("org.y", "{}")).unwrap();
+        tally.shutdown();
+        assert_eq!(
+            lines(&output),
+            [
+                json!({"msg_id": "id-1", "topic": "org.x"}),
+                json!({"msg_id": null, "topic": "org.y"}),
+            ]
+        );
+    }
+
+    #[test]
+    fn skip_existing_drops_what_the_file_already_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("tally.jsonl");
+        // A crash left a torn last line: it is ignored, not an error.
+        std::fs::write(
+            &output,
+            "{\"msg_id\":\"old\",\"topic\":\"org.x\"}\n{\"msg_id\":\"to",
+        )
+        .unwrap();
+        let ctx = HubContext::detached("tally", dir.path());
+        let settings = json!({"output": output, "skip_existing": true});
+        let mut tally = Tally::new(&config(settings), ctx).unwrap();
+        for id in ["old", "new"] {
+            tally
+                .consume(&Message::new("org.x", "{}").with_msg_id(id))
+                .unwrap();
+        }
+        let text = std::fs::read_to_string(&output).unwrap();
+        assert_eq!(text.matches("\"old\"").count(), 1, "{text}");
+        assert_eq!(text.matches("\"new\"").count(), 1, "{text}");
+    }
+}

@@ -1,5 +1,5 @@
 //! A datagrepper-compatible HTTP endpoint over the store: `GET /raw` (the
-//! query the hub's backlog and datagrepper clients use) and `GET /id?id=`.
+//! query the hub's catch-up and datagrepper clients use) and `GET /id?id=`.
 //!
 //! Served by a few threads of its own (`tiny_http`), each with its own
 //! database connection, opened on first use and reopened after a failure.
@@ -386,7 +386,7 @@ mod tests {
     }
 
     #[test]
-    fn backlog_request() {
+    fn catch_up_request() {
         let r =
             parse("rows_per_page=100&page=2&start=1504643021&end=1504643081.5&order=asc").unwrap();
         assert_eq!(

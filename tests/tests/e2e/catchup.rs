@@ -12,11 +12,11 @@ use fedmsg_e2e::{read_msg_ids, wait_until, Hub, Publisher, Sandbox, WAIT};
 
 const TALLY: &str = "fedmsg-example-tally";
 
-/// An envelope stamped with the current time (the backlog works on time
+/// An envelope stamped with the current time (the catch-up works on time
 /// windows, so the harness's fixed timestamp will not do).
 fn send_now(publisher: &Publisher, msg_id: &str) -> Result<()> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let topic = "org.fedoraproject.dev.backlog.test";
+    let topic = "org.fedoraproject.dev.catchup.test";
     let body = serde_json::json!({
         "topic": topic, "msg_id": msg_id, "timestamp": now, "i": 1,
         "username": "test", "msg": {"n": msg_id},
@@ -109,7 +109,7 @@ fn a_restarted_hub_backfills_what_it_missed_exactly_once() -> Result<()> {
         stored(&db)
     );
 
-    // Restart: the backlog comes first, then live messages.
+    // Restart: the catch-up comes first, then live messages.
     let mut hub = Hub::start(&sandbox, &[])?;
     hub.wait_subscribed(&mut publisher)?;
     for id in ids(60..80) {

@@ -2,7 +2,8 @@
 //! on the bus end up in SQLite and PostgreSQL with every column right,
 //! users/packages linked, duplicates skipped; a PostgreSQL outage loses
 //! nothing; `/raw` pages and filters exactly; the `datanommer` command
-//! reads both databases; and the real Python fedmsg's datagrepper backlog
+//! reads both databases; and the real Python fedmsg's datagrepper catch-up
+//! (fedmsg's "backlog")
 //! code reads back every message byte-for-byte as it was signed.
 //!
 //! PostgreSQL: the machine's server on 127.0.0.1:5432 when it answers,
@@ -716,7 +717,7 @@ fn postgres_raw_pages_exactly_and_filters() -> Result<()> {
     raw_pages_and_filters(db.url())
 }
 
-const BACKLOG_SCRIPT: &str = r#"
+const CATCH_UP_SCRIPT: &str = r#"
 import json, logging, sys, time, warnings
 warnings.filterwarnings("ignore")
 logging.disable(logging.CRITICAL)
@@ -756,7 +757,7 @@ fn venv_python() -> Option<PathBuf> {
 }
 
 #[test]
-fn python_fedmsg_backlog_reads_every_message_as_signed() -> Result<()> {
+fn python_fedmsg_catch_up_reads_every_message_as_signed() -> Result<()> {
     let Some(python) = venv_python() else {
         if std::env::var("FEDMSG_SKIP_PYTHON").as_deref() == Ok("1") {
             eprintln!("SKIPPED: python fedmsg venv not found and FEDMSG_SKIP_PYTHON=1");
@@ -797,7 +798,7 @@ fn python_fedmsg_backlog_reads_every_message_as_signed() -> Result<()> {
         .filter_map(|m| m["timestamp"].as_f64())
         .fold(f64::INFINITY, f64::min) as i64;
     let output = Command::new(&python)
-        .args(["-c", BACKLOG_SCRIPT])
+        .args(["-c", CATCH_UP_SCRIPT])
         .arg(format!("http://{addr}/raw"))
         .arg(then.to_string())
         .arg(&originals_path)
@@ -808,7 +809,7 @@ fn python_fedmsg_backlog_reads_every_message_as_signed() -> Result<()> {
     hub.terminate()?;
     ensure!(
         output.status.success(),
-        "python backlog failed: {}",
+        "python catch-up failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     let report: Value = serde_json::from_slice(&output.stdout)

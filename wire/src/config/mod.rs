@@ -191,15 +191,15 @@ pub struct Config {
     /// Short host name → key fingerprint (gpg backend).
     pub gpg_keys: BTreeMap<String, String>,
 
-    // ----- Replay and backlog -----
+    // ----- Replay and catch-up -----
     /// Directory of per-consumer status files (last message seen), for
     /// catching up from datagrepper after a restart.
     #[serde(deserialize_with = "optional_string")]
     pub status_directory: Option<PathBuf>,
-    /// Datagrepper base URL for the backlog.
+    /// Datagrepper `/raw` URL a plugin catches up from after downtime.
     #[serde(deserialize_with = "optional_string")]
     pub datagrepper_url: Option<String>,
-    /// Whether the backlog skips the last message already seen.
+    /// Whether the catch-up skips the last message already seen.
     pub skip_last_message: bool,
     /// Replay store of a publisher. fedmsg passes a Python object here; the
     /// hub treats it as an opaque string (a path or URL).
