@@ -1,6 +1,6 @@
-//! Catch-up from datagrepper: what a plugin missed while the hub was down
-//! (fedmsg called it the backlog; here "backlog" is only a queue length, as
-//! in moksha's monitoring report).
+//! Delivery guarantee: catch-up from datagrepper, what a plugin missed
+//! while the hub was down (fedmsg called it the backlog; here "backlog" is
+//! only a queue length, as in moksha's monitoring report).
 //!
 //! At start, for a plugin with a recorded [`Position`],
 //! the hub asks `datagrepper_url` (a datagrepper `/raw` endpoint, or the

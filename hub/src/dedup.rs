@@ -1,4 +1,4 @@
-//! A bounded window of recently delivered `msg_id`s, for the optional
+//! Delivery guarantee: a bounded window of recently delivered `msg_id`s, for the optional
 //! per-plugin de-duplication (`dedup_window`).
 //!
 //! fedmsg delivers a message once per endpoint it arrives on and never

@@ -1,5 +1,6 @@
-//! Per-plugin status files: how far each plugin got, so that a restarted hub
-//! can fetch exactly what the plugin missed (see [`crate::catchup`]).
+//! Delivery guarantee: per-plugin status files, how far each plugin got,
+//! so that a restarted hub can fetch exactly what the plugin missed (see
+//! [`crate::catchup`]).
 //!
 //! # What is recorded
 //!

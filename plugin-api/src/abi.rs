@@ -12,7 +12,7 @@
 //! [`PluginMod::instantiate`] to build an instance, which comes back as a
 //! [`PluginBox`] (a `#[sabi_trait]` object). Messages cross as [`RawMessage`]
 //! (borrowed strings plus metadata), results as `RResult<_, CallError>`, the
-//! hub's services (publish, log) as a [`HubBox`].
+//! hub's callbacks (publish, log) as a [`HubBox`].
 //!
 //! Panics never cross: every function and method a plugin exports catches
 //! unwinding on the plugin side and returns a [`CallError`] of kind
@@ -163,7 +163,7 @@ pub struct InstantiateArgs<'a> {
     /// The most verbose [`level`] the hub would log; the plugin does not
     /// even format events above it.
     pub max_level: u8,
-    /// The hub's services.
+    /// The hub's callbacks.
     pub hub: HubBox,
 }
 
@@ -244,7 +244,7 @@ pub trait PluginObject: Send {
 /// The owned trait object of a plugin instance.
 pub type PluginBox = PluginObject_TO<'static, RBox<()>>;
 
-/// The hub's services, implemented on the hub side.
+/// The hub's callbacks, implemented on the hub side.
 #[sabi_trait]
 pub trait HubCallbacks: Send + Sync {
     /// Publishes `body_json` (a JSON value as text) on `topic`.
@@ -256,5 +256,5 @@ pub trait HubCallbacks: Send + Sync {
     fn log(&self, level: u8, target: RStr<'_>, message: RStr<'_>, fields: RStr<'_>);
 }
 
-/// The owned trait object of the hub's services.
+/// The owned trait object of the hub's callbacks.
 pub type HubBox = HubCallbacks_TO<'static, RBox<()>>;

@@ -8,7 +8,8 @@ use abi_stable::std_types::{RResult, RStr};
 use crate::abi::HubBox;
 use crate::PublishError;
 
-/// The hub's services for one plugin instance. Cheap to clone; `Send + Sync`,
+/// What the hub lends one plugin instance (publishing, its name, its state
+/// directory). Cheap to clone; `Send + Sync`,
 /// so it may be kept in the plugin and used from its own threads.
 #[derive(Clone)]
 pub struct HubContext {

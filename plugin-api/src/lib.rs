@@ -84,7 +84,7 @@ pub trait ConsumerPlugin: Send + Sized + 'static {
         Ok(vec!["*".into()])
     }
 
-    /// fedmsg's `replay_name` (the endpoint name whose replay service fills
+    /// fedmsg's `replay_name` (the endpoint name whose replay server fills
     /// gaps for this consumer). Default: none.
     fn replay_name(config: &PluginConfig) -> Result<Option<String>, PluginError> {
         let _ = config;

@@ -1,6 +1,6 @@
-//! The plugin-side FFI shims that `export_plugin!` instantiates for a
-//! `ConsumerPlugin` type: every entry point catches panics and turns them
-//! into [`CallError`]s.
+//! Receive path, step 6, on the plugin's side of the `.so` boundary: the
+//! FFI shims that `export_plugin!` instantiates for a `ConsumerPlugin` type.
+//! Every entry point catches panics and turns them into [`CallError`]s.
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};

@@ -1,5 +1,6 @@
-//! Ingest: turns the frames a SUB socket received into a [`Delivery`], or
-//! into a counted, logged rejection.
+//! Receive path, step 2: ingest. Turns the frames a SUB socket received
+//! ([`crate::transport`]) into a [`Delivery`], or into a counted, logged
+//! rejection (next: the hub's verify step, or `fedmsg-tail`'s printer).
 //!
 //! Everything here runs on bytes a remote peer controls, so nothing may
 //! panic, and every way to be wrong has a name (the `reason` label that

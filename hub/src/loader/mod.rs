@@ -1,4 +1,7 @@
-//! Loading consumer plugins (`.so` files built with `fedmsg-plugin-api`).
+//! Receive path, step 6: the plugin. Loads consumer plugins (`.so` files
+//! built with `fedmsg-plugin-api`) and makes every call into them
+//! ([`PluginInstance::consume`]); the plugin side of each call is
+//! `fedmsg_plugin_api`'s shim, which catches its panics.
 //!
 //! Each file goes through its own abi_stable library header: dlopen (the
 //! library is leaked, abi_stable never unloads), look up the root-module
