@@ -236,3 +236,58 @@ fn duplicates_are_dropped_and_the_position_is_recorded() -> Result<()> {
     assert_eq!(recorded["position"]["msg_id"], "last", "{recorded}");
     Ok(())
 }
+
+#[test]
+fn list_plugins_names_every_file_and_its_state() -> Result<()> {
+    let publisher = Publisher::bind()?;
+    // tally enabled, faulty disabled, and a file that is not a plugin.
+    let sandbox = setup(&publisher, "")?;
+    let config = std::fs::read_to_string(sandbox.config_dir().join("base.toml"))?
+        .replace("[faulty]\nenabled = true\n", "[faulty]\nenabled = false\n");
+    sandbox.write_config("base.toml", &config)?;
+    std::fs::write(sandbox.plugin_dir().join("garbage.so"), b"not a library")?;
+    let output = fedmsg_e2e::hub_command(&sandbox)
+        .arg("--list-plugins")
+        .output()?;
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8(output.stdout)?;
+    // A file's line, then its indented details.
+    let block = |file: &str| -> String {
+        let mut lines = text.lines().skip_while(|line| !line.ends_with(file));
+        assert!(lines.next().is_some(), "{file} listed: {text}");
+        lines
+            .take_while(|line| line.starts_with("  "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let tally = block("fedmsg_example_tally.so");
+    assert!(
+        tally.contains("name:       fedmsg-example-tally"),
+        "{tally}"
+    );
+    assert!(
+        tally.contains(&format!("api:        {}", fedmsg_plugin_api_version())),
+        "{tally}"
+    );
+    assert!(tally.contains("config_key: tally.enabled"), "{tally}");
+    assert!(tally.contains("status:     enabled"), "{tally}");
+    let faulty = block("fedmsg_test_faulty.so");
+    assert!(
+        faulty.contains("status:     disabled: faulty.enabled is not true"),
+        "{faulty}"
+    );
+    let garbage = block("garbage.so");
+    assert!(garbage.contains("status:     failed:"), "{garbage}");
+    Ok(())
+}
+
+/// The plugin API version the workspace's plugins are built against.
+fn fedmsg_plugin_api_version() -> String {
+    let manifest = fedmsg_e2e::workspace_root().join("plugin-api/Cargo.toml");
+    let text = std::fs::read_to_string(manifest).expect("plugin-api/Cargo.toml");
+    let table: toml::Table = text.parse().expect("TOML");
+    table["package"]["version"]
+        .as_str()
+        .expect("a version")
+        .to_owned()
+}
