@@ -2,10 +2,6 @@
 //! enabled consumer plugins. The command line, signals and logging; the hub
 //! itself is the `fedmsg_hub` library.
 
-// The doc comments below are clap's `--help` text, written for a terminal
-// (`<topic>`, `[a, b]`), not rustdoc markup.
-#![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;

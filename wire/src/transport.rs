@@ -38,18 +38,19 @@ impl SubscribeOptions {
     /// The options of the fedmsg configuration's keys (`high_water_mark`,
     /// `zmq_reconnect_ivl*`, `zmq_tcp_keepalive*`).
     pub fn from_config(config: &Config) -> SubscribeOptions {
-        let clamp = |v: u64| i32::try_from(v).unwrap_or(i32::MAX);
         SubscribeOptions {
-            high_water_mark: clamp(config.high_water_mark),
-            reconnect_ivl: clamp(config.zmq_reconnect_ivl),
-            reconnect_ivl_max: clamp(config.zmq_reconnect_ivl_max),
-            tcp_keepalive: (config.zmq_tcp_keepalive != 0).then(|| TcpKeepalive {
-                cnt: clamp(config.zmq_tcp_keepalive_cnt),
-                idle: clamp(config.zmq_tcp_keepalive_idle),
-                intvl: clamp(config.zmq_tcp_keepalive_intvl),
-            }),
+            high_water_mark: zmq_int(config.high_water_mark),
+            reconnect_ivl: zmq_int(config.zmq_reconnect_ivl),
+            reconnect_ivl_max: zmq_int(config.zmq_reconnect_ivl_max),
+            tcp_keepalive: TcpKeepalive::from_config(config),
         }
     }
+}
+
+/// A configuration number as a zmq socket option (an `int`): values past
+/// `i32::MAX` mean "as much as possible" and are clamped.
+pub(crate) fn zmq_int(value: u64) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
 }
 
 /// TCP keepalive parameters.
@@ -61,6 +62,27 @@ pub struct TcpKeepalive {
     pub idle: i32,
     /// ZMQ_TCP_KEEPALIVE_INTVL, seconds.
     pub intvl: i32,
+}
+
+impl TcpKeepalive {
+    /// The keepalive of the fedmsg configuration (`zmq_tcp_keepalive*`),
+    /// `None` when it is off (then the socket keeps the OS default, like
+    /// moksha).
+    pub fn from_config(config: &Config) -> Option<TcpKeepalive> {
+        (config.zmq_tcp_keepalive != 0).then(|| TcpKeepalive {
+            cnt: zmq_int(config.zmq_tcp_keepalive_cnt),
+            idle: zmq_int(config.zmq_tcp_keepalive_idle),
+            intvl: zmq_int(config.zmq_tcp_keepalive_intvl),
+        })
+    }
+
+    /// Turns keepalive on for `socket` with these parameters.
+    pub(crate) fn apply(&self, socket: &zmq::Socket) -> Result<(), zmq::Error> {
+        socket.set_tcp_keepalive(1)?;
+        socket.set_tcp_keepalive_cnt(self.cnt)?;
+        socket.set_tcp_keepalive_idle(self.idle)?;
+        socket.set_tcp_keepalive_intvl(self.intvl)
+    }
 }
 
 /// A transport failure, naming the endpoint it concerns.
@@ -219,10 +241,7 @@ fn configure(socket: &zmq::Socket, options: &SubscribeOptions) -> Result<(), zmq
         socket.set_reconnect_ivl_max(options.reconnect_ivl_max)?;
     }
     if let Some(keepalive) = options.tcp_keepalive {
-        socket.set_tcp_keepalive(1)?;
-        socket.set_tcp_keepalive_cnt(keepalive.cnt)?;
-        socket.set_tcp_keepalive_idle(keepalive.idle)?;
-        socket.set_tcp_keepalive_intvl(keepalive.intvl)?;
+        keepalive.apply(socket)?;
     }
     Ok(())
 }

@@ -1,10 +1,6 @@
 //! `fedmsg-check`: reads one report from a hub's monitoring socket and says
 //! whether its consumers and producers are healthy, Nagios-style.
 
-// The doc comments below are clap's `--help` text, written for a terminal
-// (`<topic>`, `[a, b]`), not rustdoc markup.
-#![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
-
 use std::process::ExitCode;
 use std::time::Duration;
 

@@ -1,10 +1,6 @@
 //! `fedmsg-config`: prints the merged configuration, one key of it, or
 //! converts a Python `fedmsg.d/` directory to TOML.
 
-// The doc comments below are clap's `--help` text, written for a terminal
-// (`<topic>`, `[a, b]`), not rustdoc markup.
-#![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 

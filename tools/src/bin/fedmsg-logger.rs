@@ -1,10 +1,6 @@
 //! `fedmsg-logger`: publishes messages on the bus through `fedmsg-relay`,
 //! like fedmsg's command of the same name.
 
-// The doc comments below are clap's `--help` text, written for a terminal
-// (`<topic>`, `[a, b]`), not rustdoc markup.
-#![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
-
 use std::io::{BufRead, Read};
 use std::process::ExitCode;
 use std::time::Duration;

@@ -1,9 +1,5 @@
 //! `fedmsg-relay`: the active-to-passive relay of reference §1.6.
 
-// The doc comments below are clap's `--help` text, written for a terminal
-// (`<topic>`, `[a, b]`), not rustdoc markup.
-#![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 

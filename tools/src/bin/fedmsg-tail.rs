@@ -1,10 +1,6 @@
 //! `fedmsg-tail`: watches the bus and prints every message, like fedmsg's
 //! command of the same name.
 
-// The doc comments below are clap's `--help` text, written for a terminal
-// (`<topic>`, `[a, b]`), not rustdoc markup.
-#![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
-
 use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;

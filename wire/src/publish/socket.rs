@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use super::PublishError;
 use crate::config::Config;
-use crate::transport::TcpKeepalive;
+use crate::transport::{zmq_int, TcpKeepalive};
 
 /// How a publisher's socket is attached.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,15 +63,10 @@ impl SocketOptions {
     /// The publisher options from the fedmsg configuration
     /// (`high_water_mark`, `zmq_linger`, `zmq_tcp_keepalive*`).
     pub fn from_config(config: &Config) -> Self {
-        let clamp = |v: u64| i32::try_from(v).unwrap_or(i32::MAX);
         SocketOptions {
-            high_water_mark: clamp(config.high_water_mark),
-            linger_ms: clamp(config.zmq_linger),
-            tcp_keepalive: (config.zmq_tcp_keepalive != 0).then(|| TcpKeepalive {
-                cnt: clamp(config.zmq_tcp_keepalive_cnt),
-                idle: clamp(config.zmq_tcp_keepalive_idle),
-                intvl: clamp(config.zmq_tcp_keepalive_intvl),
-            }),
+            high_water_mark: zmq_int(config.high_water_mark),
+            linger_ms: zmq_int(config.zmq_linger),
+            tcp_keepalive: TcpKeepalive::from_config(config),
         }
     }
 }
@@ -256,10 +251,7 @@ fn configure(socket: &zmq::Socket, options: &SocketOptions) -> Result<(), zmq::E
     // a second subscriber is noticed too.
     socket.set_xpub_verbose(true)?;
     if let Some(keepalive) = options.tcp_keepalive {
-        socket.set_tcp_keepalive(1)?;
-        socket.set_tcp_keepalive_cnt(keepalive.cnt)?;
-        socket.set_tcp_keepalive_idle(keepalive.idle)?;
-        socket.set_tcp_keepalive_intvl(keepalive.intvl)?;
+        keepalive.apply(socket)?;
     }
     Ok(())
 }

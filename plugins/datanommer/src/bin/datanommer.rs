@@ -11,10 +11,6 @@
 //! `--config-dir`s; `FEDMSG_DATANOMMER__URL` wins), else the plugin's
 //! default SQLite file under the configured `state_dir`.
 
-// The doc comments below are clap's `--help` text, written for a terminal
-// (`<category>`, `[:SS]`), not rustdoc markup.
-#![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
-
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
