@@ -7,7 +7,8 @@
 #     included, with the Rust version plugin-api's Cargo.toml promises
 #     (`rust-version`), installed with rustup when missing;
 #   * a plugin built with `panic = "abort"` is refused at compile time, with
-#     the message saying why (export_plugin!).
+#     the message saying why (export_plugin!);
+#   * the fuzz targets (their own workspace under fuzz/) still compile.
 #
 # The MSRV and panic builds use target directories of their own under
 # target/ so they never invalidate the main build.
@@ -58,5 +59,8 @@ if ! grep -q 'plugins must be built with `panic = "unwind"`' "$log"; then
     exit 1
 fi
 echo "refused, with export_plugin!'s message"
+
+step "the fuzz targets compile"
+(cd fuzz && cargo check --locked --bins)
 
 step "all passed"
