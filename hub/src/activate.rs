@@ -20,23 +20,23 @@ use crate::publisher::HubPublisher;
 use crate::status::{Position, StatusFile};
 use crate::worker::CatchUpPlan;
 
-/// A constructed plugin, ready for dispatch.
+/// A constructed plugin, ready for dispatch (what [`crate::run`] takes).
 pub struct ActivePlugin {
     /// The plugin's name (its crate name).
-    pub name: String,
+    pub(crate) name: String,
     /// Which topics it wants.
-    pub filter: TopicFilter,
+    pub(crate) filter: TopicFilter,
     /// True when it only accepts validated messages.
-    pub needs_validation: bool,
+    pub(crate) needs_validation: bool,
     /// The sender name whose gaps replay fills for it (fedmsg's
     /// `replay_name`; see [`crate::replay`]). `None`: no replay.
-    pub replay_name: Option<String>,
+    pub(crate) replay_name: Option<String>,
     /// The instantiated plugin.
-    pub instance: PluginInstance,
+    pub(crate) instance: PluginInstance,
     /// Where the plugin's position is recorded (`status_directory`).
-    pub status: Option<StatusFile>,
+    pub(crate) status: Option<StatusFile>,
     /// What the plugin missed while the hub was down, to fetch first.
-    pub catch_up: Option<CatchUpPlan>,
+    pub(crate) catch_up: Option<CatchUpPlan>,
 }
 
 /// What became of one plugin file at start.

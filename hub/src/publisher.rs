@@ -170,25 +170,9 @@ impl HubPublisher {
         publisher
     }
 
-    /// A publisher that refuses every message with `why` (for tools and
-    /// tests that run plugins without a hub endpoint).
-    pub fn unavailable(name: &str, why: &str) -> HubPublisher {
-        HubPublisher {
-            name: name.to_owned(),
-            endpoint: None,
-            unavailable: Some(why.to_owned()),
-            configured: false,
-            queue: None,
-            stats: Arc::new(PublishStats::default()),
-            closing: AtomicBool::new(false),
-            thread: Mutex::new(None),
-            replay: Mutex::new(None),
-        }
-    }
-
     /// Where one plugin's publishes go: they use `modname` as the topic's
     /// module part (see [`EnvelopeBuilder::plugin_topic`]).
-    pub fn sink_for(self: &Arc<Self>, modname: &str) -> Arc<dyn PublishSink> {
+    pub(crate) fn sink_for(self: &Arc<Self>, modname: &str) -> Arc<dyn PublishSink> {
         Arc::new(PluginPublisher {
             hub: Arc::clone(self),
             modname: Arc::from(modname),
@@ -201,7 +185,7 @@ impl HubPublisher {
     ///
     /// A text for the plugin: publishing is off (and why), the hub is
     /// stopping, or the queue is full and the message was dropped.
-    pub fn submit(&self, modname: &Arc<str>, topic: &str, msg: Value) -> Result<(), String> {
+    pub(crate) fn submit(&self, modname: &Arc<str>, topic: &str, msg: Value) -> Result<(), String> {
         if let Some(why) = &self.unavailable {
             return Err(why.clone());
         }
@@ -237,7 +221,7 @@ impl HubPublisher {
 
     /// False when the configuration has no endpoint for the hub: publishing
     /// was not asked for (as opposed to asked for and broken).
-    pub fn is_configured(&self) -> bool {
+    pub(crate) fn is_configured(&self) -> bool {
         self.configured
     }
 
@@ -246,7 +230,7 @@ impl HubPublisher {
     }
 
     /// The counters and state now.
-    pub fn snapshot(&self) -> PublisherSnapshot {
+    pub(crate) fn snapshot(&self) -> PublisherSnapshot {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         PublisherSnapshot {
             name: self.name.clone(),
@@ -262,7 +246,7 @@ impl HubPublisher {
 
     /// Stops accepting messages, lets the thread send what is queued (at
     /// most `timeout`), and waits for it. Idempotent.
-    pub fn close(&self, timeout: Duration) {
+    pub(crate) fn close(&self, timeout: Duration) {
         if self.closing.swap(true, Ordering::SeqCst) {
             return;
         }

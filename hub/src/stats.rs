@@ -71,51 +71,43 @@ impl StatsSnapshot {
 
     /// Logs the counters (at exit).
     pub fn log(&self) {
-        log_summary(self);
-    }
-
-    /// Writes the counters as JSON to `path` (atomically); a failure is
-    /// logged.
-    pub fn write(&self, path: &Path) {
-        write_stats(path, self);
-    }
-}
-
-fn log_summary(stats: &StatsSnapshot) {
-    tracing::info!(
-        received = stats.received,
-        accepted = stats.accepted,
-        "ingest summary"
-    );
-    for (reason, count) in &stats.rejected {
-        tracing::info!(reason, count, "ingest rejections");
-    }
-    for (reason, count) in &stats.invalid {
-        tracing::info!(reason, count, "validation failures");
-    }
-    for p in &stats.plugins {
         tracing::info!(
-            plugin = %p.name,
-            received = p.counters.received,
-            consumed = p.counters.consumed,
-            errors = p.counters.errors,
-            panics = p.counters.panics,
-            dropped = p.counters.dropped,
-            disabled = p.disabled,
-            "plugin summary"
+            received = self.received,
+            accepted = self.accepted,
+            "ingest summary"
         );
+        for (reason, count) in &self.rejected {
+            tracing::info!(reason, count, "ingest rejections");
+        }
+        for (reason, count) in &self.invalid {
+            tracing::info!(reason, count, "validation failures");
+        }
+        for p in &self.plugins {
+            tracing::info!(
+                plugin = %p.name,
+                received = p.counters.received,
+                consumed = p.counters.consumed,
+                errors = p.counters.errors,
+                panics = p.counters.panics,
+                dropped = p.counters.dropped,
+                disabled = p.disabled,
+                "plugin summary"
+            );
+        }
     }
-}
 
-fn write_stats(path: &Path, stats: &StatsSnapshot) {
-    let written = serde_json::to_vec_pretty(stats)
-        .map_err(std::io::Error::other)
-        .and_then(|bytes| {
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, bytes)?;
-            std::fs::rename(&tmp, path)
-        });
-    if let Err(error) = written {
-        tracing::error!(path = %path.display(), %error, "cannot write the stats file");
+    /// Writes the counters as JSON to `path` (atomically: a reader sees the
+    /// old file or the new one); a failure is logged.
+    pub fn write(&self, path: &Path) {
+        let written = serde_json::to_vec_pretty(self)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| {
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, bytes)?;
+                std::fs::rename(&tmp, path)
+            });
+        if let Err(error) = written {
+            tracing::error!(path = %path.display(), %error, "cannot write the stats file");
+        }
     }
 }

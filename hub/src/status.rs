@@ -203,12 +203,6 @@ impl Position {
         }
     }
 
-    /// True when `seq_id` of sender `name` is at or below the last one
-    /// finished.
-    pub fn is_seq_finished(&self, name: &str, seq_id: u64) -> bool {
-        self.seq_ids.get(name).is_some_and(|last| seq_id <= *last)
-    }
-
     /// Number of finished ids kept.
     pub fn finished_len(&self) -> usize {
         self.finished.values().map(BTreeSet::len).sum()
@@ -326,22 +320,19 @@ impl StatusFile {
         Ok((file, recorded))
     }
 
-    /// The plugin name.
-    pub fn plugin(&self) -> &str {
-        &self.plugin
-    }
-
     /// The status file path.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
     /// The in-memory position (what the next flush writes).
+    #[cfg(test)]
     pub fn position(&self) -> &Position {
         &self.position
     }
 
     /// True when the in-memory position has not been written yet.
+    #[cfg(test)]
     pub fn is_dirty(&self) -> bool {
         self.dirty
     }
@@ -664,9 +655,8 @@ mod tests {
         assert!(!p.is_finished(Some("e"), Some(101.0)));
         assert!(!p.is_finished(Some("e"), Some(102.0)));
         assert!(p.is_finished(Some("c"), None));
-        assert!(p.is_seq_finished("relay_outbound", 7));
-        assert!(!p.is_seq_finished("relay_outbound", 8));
-        assert!(!p.is_seq_finished("other", 1));
+        assert_eq!(p.seq_ids.get("relay_outbound"), Some(&7));
+        assert_eq!(p.seq_ids.get("other"), None);
     }
 
     #[test]

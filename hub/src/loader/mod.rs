@@ -442,11 +442,6 @@ impl fmt::Debug for PluginInstance {
 }
 
 impl PluginInstance {
-    /// The plugin's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Hands one message to the plugin. Borrows every string from the
     /// delivery: nothing is allocated unless the plugin reports an error.
     pub fn consume(&mut self, d: &Delivery) -> ConsumeOutcome {
