@@ -10,7 +10,6 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
@@ -26,6 +25,7 @@ use fedmsg_wire::replay::server::{
     bind_address as replay_bind_address, ReplayLimits, ReplayServer,
 };
 use fedmsg_wire::replay::store::ReplayStore;
+use fedmsg_wire::shutdown::{Joined, Thread};
 
 use crate::loader::PublishSink;
 
@@ -94,7 +94,7 @@ pub struct HubPublisher {
     queue: Option<Sender<Job>>,
     stats: Arc<PublishStats>,
     closing: AtomicBool,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    thread: Mutex<Option<Thread>>,
     /// The replay server of the hub's name (`persistent_store` and
     /// `replay_endpoints[name]`), stopped by [`HubPublisher::close`].
     replay: Mutex<Option<ReplayServer>>,
@@ -141,9 +141,7 @@ impl HubPublisher {
                 let endpoint = inner.socket_endpoint();
                 let (tx, rx) = bounded(PUBLISH_QUEUE_CAPACITY);
                 let stats = Arc::clone(&publisher.stats);
-                let spawned = std::thread::Builder::new()
-                    .name("publisher".into())
-                    .spawn(move || publish_loop(inner, &rx, &stats));
+                let spawned = Thread::spawn("publisher", move || publish_loop(inner, &rx, &stats));
                 match spawned {
                     Ok(handle) => {
                         tracing::info!(name = %name, endpoint = %endpoint, "hub publisher bound");
@@ -261,16 +259,15 @@ impl HubPublisher {
             Err(poisoned) => poisoned.into_inner().take(),
         };
         let Some(handle) = handle else { return };
-        while !handle.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if handle.is_finished() {
-            let _ = handle.join();
-        } else {
-            tracing::warn!(
+        match handle.join_until(deadline) {
+            Joined::Finished(()) => {}
+            Joined::Panicked(panic) => {
+                tracing::error!(%panic, "hub publisher thread panicked");
+            }
+            Joined::Abandoned => tracing::warn!(
                 backlog = self.queue.as_ref().map_or(0, Sender::len),
                 "hub publisher did not finish in time; unsent messages are lost"
-            );
+            ),
         }
         let server = match self.replay.lock() {
             Ok(mut guard) => guard.take(),

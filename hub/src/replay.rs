@@ -1,6 +1,6 @@
-//! Delivery guarantee: seq_id replay in the running hub: gap detection on live messages for plugins
-//! that declare a `replay_name`, fetching on a thread of its own, and
-//! in-order delivery of what was missing.
+//! Delivery guarantee: seq_id replay in the running hub. Gap detection on
+//! live messages for plugins that declare a `replay_name`, fetching on a
+//! thread of its own, and in-order delivery of what was missing.
 //!
 //! # Flow
 //!

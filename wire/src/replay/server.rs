@@ -25,14 +25,12 @@
 //! [`bind_address`] turns the configured `tcp://host:port` into
 //! `tcp://*:port`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::query::{self, QueryError};
 use super::store::ReplayStore;
 use crate::ratelimit::LogLimiter;
+use crate::shutdown::{OwnedThread, Stop};
 
 /// How often the server thread looks at its stop flag.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -98,8 +96,7 @@ pub enum Outcome {
 pub struct ReplayServer {
     name: String,
     endpoint: String,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    thread: OwnedThread,
 }
 
 impl ReplayServer {
@@ -124,25 +121,22 @@ impl ReplayServer {
             .ok()
             .and_then(Result::ok)
             .unwrap_or_else(|| bind.to_owned());
-        let stop = Arc::new(AtomicBool::new(false));
         let worker = Worker {
             ctx: ctx.clone(),
             endpoint: endpoint.clone(),
             name: name.to_owned(),
             store,
             limits,
-            stop: Arc::clone(&stop),
             refused_log: LogLimiter::new(Duration::from_secs(10)),
         };
-        let thread = std::thread::Builder::new()
-            .name(format!("replay:{name}"))
-            .spawn(move || worker.run(socket))?;
+        let thread = OwnedThread::spawn(format!("replay:{name}"), move |stop| {
+            worker.run(socket, &stop)
+        })?;
         tracing::info!(name, endpoint = %endpoint, "replay server listening");
         Ok(ReplayServer {
             name: name.to_owned(),
             endpoint,
-            stop,
-            thread: Some(thread),
+            thread,
         })
     }
 
@@ -157,24 +151,9 @@ impl ReplayServer {
     }
 
     /// Stops the thread and waits for it (at most about one poll interval
-    /// plus one request).
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                tracing::error!(name = %self.name, "replay server thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for ReplayServer {
-    fn drop(&mut self) {
-        self.shutdown();
+    /// plus one request). Dropping the server does the same.
+    pub fn stop(self) {
+        self.thread.stop();
     }
 }
 
@@ -274,24 +253,23 @@ struct Worker {
     name: String,
     store: ReplayStore,
     limits: ReplayLimits,
-    stop: Arc<AtomicBool>,
     refused_log: LogLimiter,
 }
 
 impl Worker {
-    fn run(self, mut socket: zmq::Socket) {
-        while !self.stop.load(Ordering::Relaxed) {
+    fn run(self, mut socket: zmq::Socket, stop: &Stop) {
+        while !stop.is_triggered() {
             match socket.poll(zmq::POLLIN, POLL_INTERVAL.as_millis() as i64) {
                 Ok(0) => continue,
                 Ok(_) => {}
                 Err(error) => {
                     tracing::error!(name = %self.name, %error, "replay socket poll failed");
-                    std::thread::sleep(POLL_INTERVAL);
+                    stop.sleep(POLL_INTERVAL);
                     continue;
                 }
             }
             if !self.serve_one(&socket) {
-                match self.rebind(socket) {
+                match self.rebind(socket, stop) {
                     Some(fresh) => socket = fresh,
                     None => return,
                 }
@@ -338,17 +316,17 @@ impl Worker {
 
     /// Replaces a socket stuck in the wrong REP state, retrying the bind
     /// (the old one may hold the port for a moment) until stopped.
-    fn rebind(&self, old: zmq::Socket) -> Option<zmq::Socket> {
+    fn rebind(&self, old: zmq::Socket, stop: &Stop) -> Option<zmq::Socket> {
         drop(old);
         loop {
-            if self.stop.load(Ordering::Relaxed) {
+            if stop.is_triggered() {
                 return None;
             }
             match bind_socket(&self.ctx, &self.endpoint, &self.limits) {
                 Ok(socket) => return Some(socket),
                 Err(error) => {
                     tracing::warn!(name = %self.name, %error, "replay endpoint rebind failed; retrying");
-                    std::thread::sleep(POLL_INTERVAL);
+                    stop.sleep(POLL_INTERVAL);
                 }
             }
         }

@@ -1,15 +1,14 @@
 //! Gap tracking rules, and the REQ client against a real replay server
 //! and hand-written misbehaving REP servers on 127.0.0.1.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use serde_json::json;
 
 use super::*;
 use crate::replay::server::{ReplayLimits, ReplayServer};
 use crate::replay::store::ReplayStore;
+use crate::shutdown::OwnedThread;
 
 const NAME: &str = "relay_outbound";
 
@@ -198,8 +197,7 @@ fn pruned_ranges_are_empty_not_errors() {
 /// `(delay before replying, frames)`.
 struct Scripted {
     endpoint: String,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _thread: OwnedThread,
 }
 
 type Script = Box<dyn FnMut(usize, &[Vec<u8>]) -> (Duration, Vec<Vec<u8>>) + Send>;
@@ -210,37 +208,23 @@ impl Scripted {
         socket.set_linger(0).unwrap();
         socket.bind("tcp://127.0.0.1:*").unwrap();
         let endpoint = socket.get_last_endpoint().unwrap().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
+        let thread = OwnedThread::spawn("scripted-rep", move |stop| {
             let mut n = 0;
-            while !flag.load(Ordering::Relaxed) {
+            while !stop.is_triggered() {
                 if socket.poll(zmq::POLLIN, 50).unwrap_or(0) == 0 {
                     continue;
                 }
                 let request = socket.recv_multipart(0).unwrap();
                 let (delay, frames) = script(n, &request);
                 n += 1;
-                let until = Instant::now() + delay;
-                while Instant::now() < until && !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
+                stop.sleep(delay);
                 let _ = socket.send_multipart(frames, 0);
             }
-        });
+        })
+        .unwrap();
         Scripted {
             endpoint,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Scripted {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            _thread: thread,
         }
     }
 }
