@@ -128,7 +128,7 @@ fn activate_one(
     library: &PluginLibrary,
     activation: Activation<'_>,
 ) -> (Option<ActivePlugin>, PluginFile) {
-    let mut report = PluginFile {
+    let mut entry = PluginFile {
         file: library.path().to_path_buf(),
         name: Some(library.name().to_owned()),
         version: Some(library.version().to_owned()),
@@ -140,23 +140,23 @@ fn activate_one(
     let description = match library.describe(config.raw()) {
         Ok(description) => description,
         Err(why) => {
-            report.state = PluginState::Failed(format!("describe failed: {why}"));
+            entry.state = PluginState::Failed(format!("describe failed: {why}"));
             tracing::error!(plugin = library.name(), file = %library.path().display(), error = %why, "plugin refused");
-            return (None, report);
+            return (None, entry);
         }
     };
-    report.topics = description.topics.clone();
+    entry.topics = description.topics.clone();
     if !fedmsg_config_keys::is_enabled(config.raw(), library.config_key()) {
-        report.state = PluginState::Disabled(format!("{} is not true", library.config_key()));
+        entry.state = PluginState::Disabled(format!("{} is not true", library.config_key()));
         tracing::info!(
             plugin = library.name(),
             config_key = library.config_key(),
             "disabled by config"
         );
-        return (None, report);
+        return (None, entry);
     }
     let Activation::Construct(publisher) = activation else {
-        return (None, report);
+        return (None, entry);
     };
     let state_dir = config.state_dir.join(library.name());
     let sink = publisher.sink_for(publish_modname(library.section_path()));
@@ -183,12 +183,12 @@ fn activate_one(
                 instance,
                 status,
             };
-            (Some(plugin), report)
+            (Some(plugin), entry)
         }
         Err(why) => {
             tracing::error!(plugin = library.name(), file = %library.path().display(), error = %why, "plugin constructor failed");
-            report.state = PluginState::Failed(format!("constructor failed: {why}"));
-            (None, report)
+            entry.state = PluginState::Failed(format!("constructor failed: {why}"));
+            (None, entry)
         }
     }
 }

@@ -98,21 +98,21 @@ fn print_plugins(plugin_dir: &std::path::Path, files: &[PluginFile]) {
     if files.is_empty() {
         println!("(no plugin files)");
     }
-    for report in files {
-        println!("{}", report.file.display());
-        if let Some(name) = &report.name {
+    for entry in files {
+        println!("{}", entry.file.display());
+        if let Some(name) = &entry.name {
             println!("  name:       {name}");
-            println!("  version:    {}", report.version.as_deref().unwrap_or("?"));
+            println!("  version:    {}", entry.version.as_deref().unwrap_or("?"));
             println!(
                 "  api:        {}",
-                report.api_version.as_deref().unwrap_or("?")
+                entry.api_version.as_deref().unwrap_or("?")
             );
-            println!("  topics:     {}", report.topics.join(", "));
+            println!("  topics:     {}", entry.topics.join(", "));
             println!(
                 "  config_key: {}",
-                report.config_key.as_deref().unwrap_or("?")
+                entry.config_key.as_deref().unwrap_or("?")
             );
         }
-        println!("  status:     {}", report.state);
+        println!("  status:     {}", entry.state);
     }
 }
