@@ -450,7 +450,7 @@ impl Reporter {
             self.previous_failed = s.failed;
             producers.push(ProducerReport {
                 name: s.name,
-                module: "fedmsg_hub::publish".into(),
+                module: "fedmsg_hub::publisher".into(),
                 initialized: s.error.is_none(),
                 exceptions,
                 endpoint: s.endpoint,
