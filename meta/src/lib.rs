@@ -1,0 +1,294 @@
+//! fedmsg.meta in Rust: every message as a sentence (reference part 2, §3).
+//!
+//! A [`MetaSet`] holds processors in order; [`MetaSet::render`] picks the
+//! first whose topic pattern matches the envelope (fedmsg's
+//! `msg2processor`), or the fallback processor, and renders every field of
+//! fedmsg.meta at once: title, subtitle, link, icon, secondary icon,
+//! usernames, packages, objects, emails, avatars, and the terse line
+//! ([`Rendering::repr`]: `"{title} -- {subtitle} {link}"`, empty parts kept).
+//!
+//! # Processors are data
+//!
+//! A processor is a rule file ([`rules`]): TOML naming the processor and its
+//! topics, with every field a Jinja template (minijinja) over the message.
+//! Fedora's processors ship as the bundled rule set, compiled into the
+//! binary ([`bundled`]); an operator adds or replaces processors by dropping
+//! files into a rules directory ([`MetaSet::load_dir`]).
+//!
+//! # Failures
+//!
+//! fedmsg.meta turned a `KeyError` inside a processor into the field's empty
+//! value. Here a template that fails on one message (a missing key, a type
+//! error, running out of fuel) gives that field its fallback rendering (the
+//! default title, an empty subtitle, no link, an empty set), is counted in
+//! [`MetaStats`] and logged, rate-limited: a message never makes rendering
+//! fail as a whole, and nothing panics. Template evaluation is bounded by
+//! fuel, so no rule can loop forever.
+
+#![warn(missing_docs)]
+
+mod filters;
+pub mod rules;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub use rules::{Processor, RuleError};
+
+/// Every field of fedmsg.meta for one message.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Rendering {
+    /// The processor that rendered it, lower-cased (`git`, `buildsys`,
+    /// `unhandled` for the fallback): what fedmsg-collectd counts by.
+    pub processor: String,
+    /// `msg2title`.
+    pub title: String,
+    /// `msg2subtitle`.
+    pub subtitle: String,
+    /// `msg2link`.
+    pub link: String,
+    /// `msg2icon`.
+    pub icon: Option<String>,
+    /// `msg2secondary_icon`.
+    pub secondary_icon: Option<String>,
+    /// `msg2usernames`.
+    pub usernames: BTreeSet<String>,
+    /// `msg2packages`.
+    pub packages: BTreeSet<String>,
+    /// `msg2objects`.
+    pub objects: BTreeSet<String>,
+    /// `msg2emails`: e-mail → username.
+    pub emails: BTreeMap<String, String>,
+    /// `msg2avatars`: username → avatar URL.
+    pub avatars: BTreeMap<String, String>,
+}
+
+impl Rendering {
+    /// fedmsg.meta's terse line, `msg2repr`: `"{title} -- {subtitle} {link}"`
+    /// with empty parts kept (an unknown message ends in `" --  "`).
+    pub fn repr(&self) -> String {
+        format!("{} -- {} {}", self.title, self.subtitle, self.link)
+    }
+}
+
+/// Rendering failures so far, by processor and field.
+#[derive(Debug, Default)]
+pub struct MetaStats {
+    failures: AtomicU64,
+    by_field: Mutex<BTreeMap<(String, &'static str), u64>>,
+    last_log: Mutex<Option<Instant>>,
+}
+
+impl MetaStats {
+    /// Fields that fell back to their default rendering because their
+    /// template failed.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// The same, by (processor, field).
+    pub fn by_field(&self) -> BTreeMap<(String, &'static str), u64> {
+        self.by_field.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    fn record(&self, processor: &str, field: &'static str, error: &dyn std::fmt::Display) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut map) = self.by_field.lock() {
+            *map.entry((processor.to_owned(), field)).or_default() += 1;
+        }
+        // At most one line every ten seconds: a rule that fails on a whole
+        // topic must not flood the log.
+        let log = self.last_log.lock().is_ok_and(|mut last| {
+            let due = last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        });
+        if log {
+            tracing::warn!(processor, field, %error, failures = self.failures(), "meta: template failed; field rendered as the default");
+        }
+    }
+}
+
+/// The processors, in the order they are tried, and the fallback.
+pub struct MetaSet {
+    processors: Vec<Processor>,
+    stats: MetaStats,
+}
+
+impl std::fmt::Debug for MetaSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetaSet")
+            .field(
+                "processors",
+                &self
+                    .processors
+                    .iter()
+                    .map(Processor::name)
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// fedmsg's default `topic_prefix_re` for a topic prefix and environment
+/// list: `re.escape(prefix) + r'\.[^\W\d_]+'` (reference §5.1).
+pub fn default_topic_prefix_re(topic_prefix: &str) -> String {
+    format!(r"{}\.[^\W\d_]+", regex::escape(topic_prefix))
+}
+
+impl MetaSet {
+    /// The bundled rule set ([`bundled`]). `topic_prefix_re` is what rule
+    /// files that do not set their own are matched with (fedmsg derives
+    /// it from `topic_prefix`: [`default_topic_prefix_re`]).
+    ///
+    /// # Errors
+    ///
+    /// A bundled rule file does not load (a bug; the tests load them all).
+    pub fn bundled(topic_prefix_re: &str) -> Result<MetaSet, RuleError> {
+        let processors = bundled::FILES
+            .iter()
+            .map(|(name, text)| Processor::parse(name, text, topic_prefix_re))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(MetaSet {
+            processors,
+            stats: MetaStats::default(),
+        })
+    }
+
+    /// Adds the rule files (`*.toml`) of `dir`, in name order. A file whose
+    /// processor has the name of one already in the set replaces it in
+    /// place; a new one is tried before the bundled ones (an operator's
+    /// rule wins). A file that does not load is reported and skipped: the
+    /// others still load.
+    pub fn load_dir(&mut self, dir: &Path, topic_prefix_re: &str) -> Vec<RuleError> {
+        let mut errors = Vec::new();
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(error) => {
+                errors.push(RuleError::io(dir, &error));
+                return errors;
+            }
+        };
+        let mut paths: Vec<_> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        paths.sort();
+        let mut added = Vec::new();
+        for path in paths {
+            let loaded = std::fs::read_to_string(&path)
+                .map_err(|e| RuleError::io(&path, &e))
+                .and_then(|text| {
+                    Processor::parse(&path.display().to_string(), &text, topic_prefix_re)
+                });
+            match loaded {
+                Ok(processor) => {
+                    match self
+                        .processors
+                        .iter_mut()
+                        .find(|p| p.name().eq_ignore_ascii_case(processor.name()))
+                    {
+                        Some(existing) => *existing = processor,
+                        None => added.push(processor),
+                    }
+                }
+                Err(error) => errors.push(error),
+            }
+        }
+        added.append(&mut self.processors);
+        self.processors = added;
+        errors
+    }
+
+    /// The processors, in the order they are tried.
+    pub fn processors(&self) -> &[Processor] {
+        &self.processors
+    }
+
+    /// Rendering failures so far.
+    pub fn stats(&self) -> &MetaStats {
+        &self.stats
+    }
+
+    /// The processor for `envelope` (fedmsg's `msg2processor`): the first
+    /// whose topic pattern matches, else `None` (the fallback).
+    pub fn processor_for(&self, envelope: &Value) -> Option<&Processor> {
+        let topic = envelope.get("topic").and_then(Value::as_str)?;
+        self.processors.iter().find(|p| p.handles(topic).is_some())
+    }
+
+    /// Renders every field of `envelope`; `now` (epoch seconds) is what
+    /// rules that speak of relative time measure from.
+    pub fn render(&self, envelope: &Value, now: f64) -> Rendering {
+        let topic = envelope
+            .get("topic")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        for processor in &self.processors {
+            if let Some(suffix) = processor.handles(topic) {
+                return processor.render(envelope, topic, suffix, now, &self.stats);
+            }
+        }
+        fallback(topic)
+    }
+}
+
+/// The fallback (fedmsg's `DefaultProcessor`, `unhandled`): the default
+/// title and nothing else.
+fn fallback(topic: &str) -> Rendering {
+    Rendering {
+        processor: "unhandled".into(),
+        title: default_title(topic),
+        ..Rendering::default()
+    }
+}
+
+/// fedmsg's default title: the topic without its first three components,
+/// or the whole topic for a STOMP destination (`/topic/...`).
+pub fn default_title(topic: &str) -> String {
+    if topic.starts_with("/topic/") {
+        return topic.to_owned();
+    }
+    topic.splitn(4, '.').nth(3).unwrap_or_default().to_owned()
+}
+
+/// The bundled rule set: Fedora's processors, in fedmsg's order.
+pub mod bundled {
+    /// `(file name, text)` of every bundled rule file, in the order the
+    /// processors are tried.
+    pub const FILES: &[(&str, &str)] = &[
+        ("logger.toml", include_str!("../rules/logger.toml")),
+        ("announce.toml", include_str!("../rules/announce.toml")),
+        ("git.toml", include_str!("../rules/git.toml")),
+        ("buildsys.toml", include_str!("../rules/buildsys.toml")),
+        ("fas.toml", include_str!("../rules/fas.toml")),
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn default_title_and_fallback_repr() {
+        assert_eq!(default_title("org.fedoraproject.stg.a.b"), "a.b");
+        assert_eq!(default_title("a.b.c"), "");
+        assert_eq!(default_title("/topic/x.y"), "/topic/x.y");
+        let set = MetaSet::bundled(&default_topic_prefix_re("org.fedoraproject")).unwrap();
+        let r = set.render(
+            &json!({"topic": "org.fedoraproject.stg.unhandled_service.some_event"}),
+            0.0,
+        );
+        assert_eq!(r.processor, "unhandled");
+        assert_eq!(r.repr(), "unhandled_service.some_event --  ");
+    }
+}

@@ -1,0 +1,614 @@
+//! Rule files: one processor each, as TOML with Jinja templates.
+//!
+//! ```toml
+//! [processor]
+//! name = "git"                     # fedmsg's __name__, matched lower-cased
+//! description = "the Fedora version control system"
+//! homepage = "https://src.fedoraproject.org/"
+//! icon = "https://apps.fedoraproject.org/img/icons/git-logo.png"
+//! topic_prefix_re = 'org\.fedoraproject\.(dev|stg|prod)'   # default: the hub's
+//! email_domain = "fedoraproject.org"   # emails/avatars from usernames
+//! macros = '''{% macro who(v) %}...{% endmacro %}'''        # for every template
+//!
+//! [fields]                          # for every topic of the processor
+//! secondary_icon = "{{ msg.agent | avatar }}"
+//!
+//! [[when]]                          # tried in order, per field
+//! topic_contains = ".git.receive"   # or topic_re = "..."
+//! subtitle = '{{ msg.commit.username }} pushed to {{ msg.commit.repo }}'
+//! usernames = ["{{ msg.commit.username }}"]
+//! ```
+//!
+//! The processor handles a topic matching
+//! `^<topic_prefix_re>\.(<name>)(\.(.*))?$` (fedmsg's rule; the first
+//! processor that matches wins). For each field, the first `[[when]]` block
+//! whose topic test matches and that sets the field gives its template,
+//! else `[fields]`, else the field's default (title: the topic without its
+//! first three parts; icon: the processor's `icon`; the rest empty).
+//!
+//! A template sees `msg` (the envelope's `msg`), `envelope` (all of it),
+//! `topic`, `suffix` (what follows the processor name, without the dot),
+//! `username` (the envelope's) and `now` (epoch seconds). A missing key is
+//! an error (fedmsg's `KeyError`): the field gets its default; `is defined`
+//! and `default(...)` test for optional keys. List fields (`usernames`,
+//! `packages`, `objects`) are either one template whose non-empty output
+//! lines are the elements (a failure empties the set, as in fedmsg), or a
+//! list of templates, one element each (a failing one is left out). Empty
+//! output means absent for `icon`/`secondary_icon`.
+//!
+//! Filters beyond minijinja's built-ins: `avatar` (a FAS username's
+//! libravatar URL), `avatar_email`, `first_line`.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use minijinja::{Environment, UndefinedBehavior};
+use regex::Regex;
+use serde::Deserialize;
+use serde_json::Value;
+use toml::Spanned;
+
+use crate::{default_title, MetaStats, Rendering};
+
+/// Fuel of one template evaluation (minijinja instructions): plenty for
+/// any real processor, and a bound on a rule that loops.
+const FUEL: u64 = 100_000;
+
+/// A rule file that cannot be used, with where and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {message}")]
+pub struct RuleError {
+    /// The file (or the bundled file's name).
+    pub file: String,
+    /// 1-based line; 0 when the whole file is concerned.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl RuleError {
+    pub(crate) fn io(path: &Path, error: &std::io::Error) -> RuleError {
+        RuleError {
+            file: path.display().to_string(),
+            line: 0,
+            message: format!("cannot read: {error}"),
+        }
+    }
+}
+
+/// The fields a processor renders.
+const FIELDS: [&str; 8] = [
+    "title",
+    "subtitle",
+    "link",
+    "icon",
+    "secondary_icon",
+    "usernames",
+    "packages",
+    "objects",
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    processor: Header,
+    #[serde(default)]
+    fields: Templates,
+    #[serde(default)]
+    when: Vec<Templates>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Header {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    homepage: String,
+    #[serde(default)]
+    docs: String,
+    #[serde(default)]
+    object: String,
+    #[serde(default)]
+    icon: Option<String>,
+    #[serde(default)]
+    topic_prefix_re: Option<String>,
+    #[serde(default)]
+    email_domain: Option<String>,
+    #[serde(default)]
+    macros: Option<Spanned<String>>,
+}
+
+/// `[fields]` and each `[[when]]` block (the topic tests only in the
+/// latter).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Templates {
+    #[serde(default)]
+    topic_contains: Option<String>,
+    #[serde(default)]
+    topic_re: Option<Spanned<String>>,
+    title: Option<Spanned<toml::Value>>,
+    subtitle: Option<Spanned<toml::Value>>,
+    link: Option<Spanned<toml::Value>>,
+    icon: Option<Spanned<toml::Value>>,
+    secondary_icon: Option<Spanned<toml::Value>>,
+    usernames: Option<Spanned<toml::Value>>,
+    packages: Option<Spanned<toml::Value>>,
+    objects: Option<Spanned<toml::Value>>,
+}
+
+impl Templates {
+    fn get(&self, field: &str) -> Option<&Spanned<toml::Value>> {
+        match field {
+            "title" => self.title.as_ref(),
+            "subtitle" => self.subtitle.as_ref(),
+            "link" => self.link.as_ref(),
+            "icon" => self.icon.as_ref(),
+            "secondary_icon" => self.secondary_icon.as_ref(),
+            "usernames" => self.usernames.as_ref(),
+            "packages" => self.packages.as_ref(),
+            "objects" => self.objects.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// Which topics a `[[when]]` block is for.
+#[derive(Debug)]
+enum TopicTest {
+    Contains(String),
+    Matches(Regex),
+    Always,
+}
+
+impl TopicTest {
+    fn matches(&self, topic: &str) -> bool {
+        match self {
+            TopicTest::Contains(part) => topic.contains(part.as_str()),
+            TopicTest::Matches(re) => re.is_match(topic),
+            TopicTest::Always => true,
+        }
+    }
+}
+
+/// One field's compiled template(s): names in the processor's environment.
+#[derive(Debug, Clone)]
+enum Compiled {
+    One(String),
+    Each(Vec<String>),
+}
+
+/// A loaded processor.
+pub struct Processor {
+    name: String,
+    lower: String,
+    description: String,
+    homepage: String,
+    docs: String,
+    object: String,
+    icon: Option<String>,
+    email_domain: Option<String>,
+    pattern: Regex,
+    /// Per `FIELDS` entry: `(topic test, template)` in the order tried;
+    /// the `[fields]` default last with `TopicTest::Always`.
+    fields: Vec<Vec<(usize, Compiled)>>,
+    tests: Vec<TopicTest>,
+    env: Environment<'static>,
+}
+
+impl std::fmt::Debug for Processor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Processor")
+            .field("name", &self.name)
+            .field("pattern", &self.pattern.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The message as a template value. Converted by hand rather than through
+/// serde: the workspace's `serde_json` keeps numbers as text
+/// (`arbitrary_precision`), which serializes as a map, not a number.
+fn to_jinja(value: &Value) -> minijinja::Value {
+    match value {
+        Value::Null => minijinja::Value::from(()),
+        Value::Bool(b) => minijinja::Value::from(*b),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                minijinja::Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                minijinja::Value::from(u)
+            } else {
+                minijinja::Value::from(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        Value::String(s) => minijinja::Value::from(s.as_str()),
+        Value::Array(items) => items.iter().map(to_jinja).collect(),
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| (k.as_str(), to_jinja(v)))
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into(),
+    }
+}
+
+/// 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset.min(text.len()))
+        .map_or(1, |before| before.matches('\n').count() + 1)
+}
+
+impl Processor {
+    /// Loads the rule file `file` (its name, for errors) from `text`.
+    /// `default_prefix_re` is used when the file sets no
+    /// `topic_prefix_re`.
+    ///
+    /// # Errors
+    ///
+    /// [`RuleError`] naming the line: TOML syntax, an unknown key, a bad
+    /// regular expression, a template that does not compile.
+    pub fn parse(file: &str, text: &str, default_prefix_re: &str) -> Result<Processor, RuleError> {
+        let error = |line: usize, message: String| RuleError {
+            file: file.to_owned(),
+            line,
+            message,
+        };
+        let parsed: File = toml::from_str(text).map_err(|e| {
+            let line = e.span().map_or(0, |s| line_of(text, s.start));
+            error(line, e.message().to_owned())
+        })?;
+        let header = parsed.processor;
+        if header.name.trim().is_empty() {
+            return Err(error(0, "processor.name is empty".into()));
+        }
+        let lower = header.name.to_lowercase();
+        let prefix = header
+            .topic_prefix_re
+            .clone()
+            .unwrap_or_else(|| default_prefix_re.to_owned());
+        let pattern = Regex::new(&format!(
+            r"^{prefix}\.({})(\.(.*))?$",
+            regex::escape(&lower)
+        ))
+        .map_err(|e| error(0, format!("topic_prefix_re: {e}")))?;
+
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // `{% ... %}` lines leave no blank lines behind (list templates
+        // give one element per output line).
+        env.set_syntax(
+            minijinja::syntax::SyntaxConfig::builder()
+                .trim_blocks(true)
+                .lstrip_blocks(true)
+                .build()
+                .map_err(|e| error(0, e.to_string()))?,
+        );
+        env.set_fuel(Some(FUEL));
+        crate::filters::register(&mut env);
+        let (macros, macros_line) = match &header.macros {
+            Some(m) => (m.get_ref().clone(), line_of(text, m.span().start)),
+            None => (String::new(), 0),
+        };
+        if !macros.is_empty() {
+            env.add_template_owned("macros", macros.clone())
+                .map_err(|e| error(macros_line + e.line().unwrap_or(1) - 1, e.to_string()))?;
+        }
+
+        let mut tests = Vec::with_capacity(parsed.when.len() + 1);
+        let mut sources: Vec<&Templates> = Vec::with_capacity(parsed.when.len() + 1);
+        if parsed.fields.topic_contains.is_some() || parsed.fields.topic_re.is_some() {
+            return Err(error(
+                0,
+                "[fields] applies to every topic: topic tests belong in [[when]] blocks".into(),
+            ));
+        }
+        for when in &parsed.when {
+            let test = match (&when.topic_contains, &when.topic_re) {
+                (Some(part), None) => TopicTest::Contains(part.clone()),
+                (None, Some(re)) => TopicTest::Matches(Regex::new(re.get_ref()).map_err(|e| {
+                    error(line_of(text, re.span().start), format!("topic_re: {e}"))
+                })?),
+                (None, None) => TopicTest::Always,
+                (Some(_), Some(_)) => {
+                    return Err(error(
+                        0,
+                        "a [[when]] block has both topic_contains and topic_re".into(),
+                    ))
+                }
+            };
+            tests.push(test);
+            sources.push(when);
+        }
+        tests.push(TopicTest::Always);
+        sources.push(&parsed.fields);
+
+        let mut fields = Vec::with_capacity(FIELDS.len());
+        for field in FIELDS {
+            let mut chain = Vec::new();
+            for (index, templates) in sources.iter().enumerate() {
+                let Some(spanned) = templates.get(field) else {
+                    continue;
+                };
+                let line = line_of(text, spanned.span().start);
+                let texts: Vec<&str> = match spanned.get_ref() {
+                    toml::Value::String(s) => vec![s.as_str()],
+                    toml::Value::Array(items) => items
+                        .iter()
+                        .map(|item| {
+                            item.as_str().ok_or_else(|| {
+                                error(line, format!("{field}: expected a list of templates"))
+                            })
+                        })
+                        .collect::<Result<_, _>>()?,
+                    _ => {
+                        return Err(error(
+                            line,
+                            format!("{field}: expected a template or a list of templates"),
+                        ))
+                    }
+                };
+                if texts.len() > 1 && !matches!(field, "usernames" | "packages" | "objects") {
+                    return Err(error(line, format!("{field}: expected one template")));
+                }
+                let mut names = Vec::with_capacity(texts.len());
+                for (n, source) in texts.iter().enumerate() {
+                    let name = format!("{field}.{index}.{n}");
+                    let full = if macros.is_empty() {
+                        (*source).to_owned()
+                    } else {
+                        format!("{{% import \"macros\" as m %}}{source}")
+                    };
+                    env.add_template_owned(name.clone(), full).map_err(|e| {
+                        error(line + e.line().unwrap_or(1) - 1, format!("{field}: {e}"))
+                    })?;
+                    names.push(name);
+                }
+                let compiled = match spanned.get_ref() {
+                    toml::Value::Array(_) => Compiled::Each(names),
+                    _ => Compiled::One(names.remove(0)),
+                };
+                chain.push((index, compiled));
+            }
+            fields.push(chain);
+        }
+        Ok(Processor {
+            name: header.name,
+            lower,
+            description: header.description,
+            homepage: header.homepage,
+            docs: header.docs,
+            object: header.object,
+            icon: header.icon,
+            email_domain: header.email_domain,
+            pattern,
+            fields,
+            tests,
+            env,
+        })
+    }
+
+    /// fedmsg's `__name__`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// fedmsg's `__description__`.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// fedmsg's `__link__`: the service's home page.
+    pub fn homepage(&self) -> &str {
+        &self.homepage
+    }
+
+    /// fedmsg's `__docs__`.
+    pub fn docs(&self) -> &str {
+        &self.docs
+    }
+
+    /// fedmsg's `__obj__`: what its messages are about.
+    pub fn object(&self) -> &str {
+        &self.object
+    }
+
+    /// What follows the processor's name in `topic` (without the dot), when
+    /// it handles `topic` (fedmsg's `handle_msg`).
+    pub fn handles<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        let captures = self.pattern.captures(topic)?;
+        Some(captures.get(captures.len() - 1).map_or("", |m| m.as_str()))
+    }
+
+    /// Renders every field of `envelope`.
+    pub(crate) fn render(
+        &self,
+        envelope: &Value,
+        topic: &str,
+        suffix: &str,
+        now: f64,
+        stats: &MetaStats,
+    ) -> Rendering {
+        let context = minijinja::context! {
+            msg => envelope.get("msg").map(to_jinja),
+            envelope => to_jinja(envelope),
+            topic => topic,
+            suffix => suffix,
+            username => envelope.get("username").and_then(Value::as_str),
+            now => now,
+        };
+        let text = |field: usize, default: String| -> String {
+            match self.template_for(field, topic) {
+                Some(Compiled::One(name)) => self.eval(name, &context).unwrap_or_else(|e| {
+                    stats.record(&self.lower, FIELDS[field], &e);
+                    default
+                }),
+                _ => default,
+            }
+        };
+        let set = |field: usize| -> BTreeSet<String> {
+            match self.template_for(field, topic) {
+                Some(Compiled::One(name)) => match self.eval(name, &context) {
+                    Ok(out) => out
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                    Err(e) => {
+                        stats.record(&self.lower, FIELDS[field], &e);
+                        BTreeSet::new()
+                    }
+                },
+                Some(Compiled::Each(names)) => names
+                    .iter()
+                    .filter_map(|name| match self.eval(name, &context) {
+                        Ok(out) => Some(out.trim().to_owned()).filter(|s| !s.is_empty()),
+                        Err(e) => {
+                            stats.record(&self.lower, FIELDS[field], &e);
+                            None
+                        }
+                    })
+                    .collect(),
+                None => BTreeSet::new(),
+            }
+        };
+        let optional = |s: String| Some(s).filter(|s| !s.is_empty());
+        let usernames = set(5);
+        let (emails, avatars) = match &self.email_domain {
+            Some(domain) => (
+                usernames
+                    .iter()
+                    .map(|u| (format!("{u}@{domain}"), u.clone()))
+                    .collect(),
+                usernames
+                    .iter()
+                    .map(|u| (u.clone(), crate::filters::avatar_url(u)))
+                    .collect(),
+            ),
+            None => Default::default(),
+        };
+        Rendering {
+            processor: self.lower.clone(),
+            title: text(0, default_title(topic)),
+            subtitle: text(1, String::new()),
+            link: text(2, String::new()),
+            icon: optional(text(3, self.icon.clone().unwrap_or_default())),
+            secondary_icon: optional(text(4, String::new())),
+            usernames,
+            packages: set(6),
+            objects: set(7),
+            emails,
+            avatars,
+        }
+    }
+
+    fn template_for(&self, field: usize, topic: &str) -> Option<&Compiled> {
+        self.fields.get(field)?.iter().find_map(|(test, compiled)| {
+            self.tests
+                .get(*test)
+                .is_some_and(|t| t.matches(topic))
+                .then_some(compiled)
+        })
+    }
+
+    fn eval(&self, name: &str, context: &minijinja::Value) -> Result<String, minijinja::Error> {
+        self.env.get_template(name)?.render(context)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const PREFIX: &str = r"org\.fedoraproject\.(dev|stg|prod)";
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let e = Processor::parse("x.toml", "[processor]\nname = \"x\"\nbogus = 1\n", PREFIX)
+            .unwrap_err();
+        assert_eq!((e.file.as_str(), e.line), ("x.toml", 3), "{e}");
+        let e = Processor::parse(
+            "y.toml",
+            "[processor]\nname = \"y\"\n\n[fields]\nsubtitle = \"{{ msg.a \"\n",
+            PREFIX,
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 5, "{e}");
+        assert!(e.to_string().starts_with("y.toml:5: subtitle:"), "{e}");
+        let e = Processor::parse("z.toml", "[processor]\nname = ", PREFIX).unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+    }
+
+    #[test]
+    fn fields_branch_per_topic_and_fall_back_on_errors() {
+        let rules = r#"
+[processor]
+name = "Demo"
+icon = "https://icon"
+
+[fields]
+subtitle = "generic {{ suffix }}"
+usernames = "{{ msg.user }}\n{{ msg.other }}"
+
+[[when]]
+topic_contains = ".demo.special"
+subtitle = "special for {{ msg.user }}"
+link = "https://x/{{ msg.id }}"
+packages = ["{{ msg.pkg }}", "{{ msg.missing }}"]
+"#;
+        let p = Processor::parse("demo.toml", rules, PREFIX).unwrap();
+        assert_eq!(
+            p.handles("org.fedoraproject.prod.demo.special"),
+            Some("special")
+        );
+        assert_eq!(p.handles("org.fedoraproject.prod.demo"), Some(""));
+        assert_eq!(p.handles("org.fedoraproject.prod.demolition.x"), None);
+        let stats = MetaStats::default();
+        let env = json!({"topic": "org.fedoraproject.prod.demo.special",
+                         "msg": {"user": "ralph", "id": 7, "pkg": "kernel"}});
+        let r = p.render(
+            &env,
+            "org.fedoraproject.prod.demo.special",
+            "special",
+            0.0,
+            &stats,
+        );
+        assert_eq!(r.processor, "demo");
+        assert_eq!(r.title, "demo.special");
+        assert_eq!(r.subtitle, "special for ralph");
+        assert_eq!(r.link, "https://x/7");
+        assert_eq!(r.icon.as_deref(), Some("https://icon"));
+        assert_eq!(r.packages, BTreeSet::from(["kernel".to_owned()]));
+        // `msg.other` is missing: the whole one-template set is empty.
+        assert!(r.usernames.is_empty());
+        assert_eq!(stats.failures(), 2);
+        let env = json!({"topic": "org.fedoraproject.prod.demo.other", "msg": {}});
+        let r = p.render(
+            &env,
+            "org.fedoraproject.prod.demo.other",
+            "other",
+            0.0,
+            &stats,
+        );
+        assert_eq!(r.subtitle, "generic other");
+        assert_eq!(r.link, "");
+    }
+
+    #[test]
+    fn a_looping_rule_runs_out_of_fuel() {
+        let rules = r#"
+[processor]
+name = "loop"
+[fields]
+subtitle = "{% for i in range(1000000) %}{{ i }}{% endfor %}"
+"#;
+        let p = Processor::parse("loop.toml", rules, PREFIX).unwrap();
+        let stats = MetaStats::default();
+        let env = json!({"topic": "org.fedoraproject.prod.loop", "msg": {}});
+        let r = p.render(&env, "org.fedoraproject.prod.loop", "", 0.0, &stats);
+        assert_eq!(r.subtitle, "");
+        assert_eq!(stats.failures(), 1);
+    }
+}
