@@ -43,11 +43,28 @@ fn first_line(text: &str) -> String {
     text.lines().next().unwrap_or_default().to_owned()
 }
 
+/// A list as prose, as fedmsg.meta's `list_to_series`: `a`, `a and b`,
+/// `a, b, and c`; past three, `a, b, c, and 2 others`.
+fn series(items: Vec<String>) -> String {
+    const SHOWN: usize = 3;
+    let mut parts: Vec<String> = items.iter().take(SHOWN).cloned().collect();
+    if items.len() > SHOWN {
+        parts.push(format!("{} others", items.len() - SHOWN));
+    }
+    match parts.as_slice() {
+        [] => String::new(),
+        [one] => one.clone(),
+        [a, b] => format!("{a} and {b}"),
+        [init @ .., last] => format!("{}, and {last}", init.join(", ")),
+    }
+}
+
 /// Adds the filters to `env`.
 pub(crate) fn register(env: &mut Environment<'static>) {
     env.add_filter("avatar", |u: &str| avatar_url(u));
     env.add_filter("avatar_email", |e: &str| avatar_url_from_email(e));
     env.add_filter("first_line", |t: &str| first_line(t));
+    env.add_filter("series", series);
 }
 
 #[cfg(test)]
@@ -67,5 +84,11 @@ mod tests {
         );
         assert!(avatar_url("ralph").starts_with("https://seccdn.libravatar.org/avatar/"));
         assert_eq!(first_line("a\nb"), "a");
+        let s = |items: &[&str]| series(items.iter().map(|i| (*i).to_owned()).collect());
+        assert_eq!(s(&[]), "");
+        assert_eq!(s(&["a"]), "a");
+        assert_eq!(s(&["a", "b"]), "a and b");
+        assert_eq!(s(&["a", "b", "c"]), "a, b, and c");
+        assert_eq!(s(&["a", "b", "c", "d", "e"]), "a, b, c, and 2 others");
     }
 }

@@ -162,6 +162,24 @@ impl MetaSet {
         })
     }
 
+    /// The bundled rule set plus the rule files of `rules_dir` (see
+    /// [`MetaSet::load_dir`]), with the files that did not load.
+    ///
+    /// # Errors
+    ///
+    /// A bundled rule file does not load.
+    pub fn with_rules(
+        topic_prefix_re: &str,
+        rules_dir: Option<&Path>,
+    ) -> Result<(MetaSet, Vec<RuleError>), RuleError> {
+        let mut set = MetaSet::bundled(topic_prefix_re)?;
+        let errors = match rules_dir {
+            Some(dir) => set.load_dir(dir, topic_prefix_re),
+            None => Vec::new(),
+        };
+        Ok((set, errors))
+    }
+
     /// Adds the rule files (`*.toml`) of `dir`, in name order. A file whose
     /// processor has the name of one already in the set replaces it in
     /// place; a new one is tried before the bundled ones (an operator's

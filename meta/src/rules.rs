@@ -27,7 +27,8 @@
 //! first three parts; icon: the processor's `icon`; the rest empty).
 //!
 //! A template sees `msg` (the envelope's `msg`), `envelope` (all of it),
-//! `topic`, `suffix` (what follows the processor name, without the dot),
+//! `topic`, `parts` (the topic split at its dots), `suffix` (what follows
+//! the processor name, without the dot),
 //! `username` (the envelope's) and `now` (epoch seconds). A missing key is
 //! an error (fedmsg's `KeyError`): the field gets its default; `is defined`
 //! and `default(...)` test for optional keys. List fields (`usernames`,
@@ -275,6 +276,10 @@ impl Processor {
 
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // Text in, text out: HTML or control characters in a message pass
+        // through as they are; escaping is the consumer's job (busmon
+        // escapes for HTML, the IRC bot strips control characters).
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
         // `{% ... %}` lines leave no blank lines behind (list templates
         // give one element per output line).
         env.set_syntax(
@@ -433,6 +438,7 @@ impl Processor {
             msg => envelope.get("msg").map(to_jinja),
             envelope => to_jinja(envelope),
             topic => topic,
+            parts => topic.split('.').map(str::to_owned).collect::<Vec<_>>(),
             suffix => suffix,
             username => envelope.get("username").and_then(Value::as_str),
             now => now,

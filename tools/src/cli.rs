@@ -94,6 +94,24 @@ pub fn load(config: &ConfigArgs, common: &CommonArgs) -> Result<Loaded, ConfigEr
     config::load(&common.apply(config))
 }
 
+/// The fedmsg.meta processors of `config`: the bundled rule set plus the
+/// files of `meta_rules_dir`, matched with `topic_prefix_re` (or fedmsg's
+/// derivation from `topic_prefix`). Rule files that do not load are
+/// returned beside the set, which works without them.
+///
+/// # Errors
+///
+/// A bundled rule file does not load (a bug).
+pub fn meta_set(
+    config: &fedmsg_wire::config::Config,
+) -> Result<(fedmsg_meta::MetaSet, Vec<fedmsg_meta::RuleError>), fedmsg_meta::RuleError> {
+    let prefix_re = config
+        .topic_prefix_re
+        .clone()
+        .unwrap_or_else(|| fedmsg_meta::default_topic_prefix_re(&config.topic_prefix));
+    fedmsg_meta::MetaSet::with_rules(&prefix_re, config.meta_rules_dir.as_deref())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

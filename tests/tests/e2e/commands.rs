@@ -103,9 +103,11 @@ fn logger_relay_hub_and_tail_deliver_every_message_signed_and_validated() -> Res
             )
         },
         || {
+            // The terse line of an unknown topic is fedmsg.meta's fallback:
+            // the title only (`probe.log --  `).
             !read_msg_ids(&probes).is_empty()
                 && tail.output().contains("probe-")
-                && terse.output().contains("probe-")
+                && terse.output().contains("probe.log --  ")
         },
         || format!("relay:\n{}\nhub:\n{}", relay.log(), hub.log()),
     )?;
@@ -184,15 +186,17 @@ fn logger_relay_hub_and_tail_deliver_every_message_signed_and_validated() -> Res
     let (last, _) = &envelopes[50];
     ensure!(last.contains(r#""text":"\u00fcn\u00efcode""#), "{last}");
 
-    // fedmsg-tail --terse --validate: one line per message, with the signer.
+    // fedmsg-tail --terse --validate: fedmsg.meta's terse line per message
+    // (`logger.log -- <log> (<user>) `), with the signer.
     let terse_lines: Vec<String> = terse
         .lines()
         .into_iter()
-        .filter(|l| l.contains(" org.fedoraproject.dev.logger.log "))
+        .filter(|l| l.starts_with("logger.log -- line "))
         .collect();
     ensure!(terse_lines.len() == 50, "{terse_lines:?}");
     ensure!(
-        terse_lines[7].ends_with(" line 7 [shell-app01]"),
+        terse_lines[7].starts_with("logger.log -- line 7 (")
+            && terse_lines[7].ends_with(")  [shell-app01]"),
         "{terse_lines:?}"
     );
     ensure!(relay.stop()?.success(), "relay: {}", relay.log());
@@ -601,5 +605,97 @@ fn python_config_converted_by_fedmsg_config_drives_our_tools() -> Result<()> {
     ensure!(hub.terminate()?.success());
     ensure!(validated_ids(&sandbox, "shell-app01")?.len() == 3);
     ensure!(relay.stop()?.success());
+    Ok(())
+}
+
+#[test]
+fn fedmsg_meta_renders_envelopes_and_checks_rule_files() -> Result<()> {
+    let sandbox = Sandbox::new()?;
+    let rules = sandbox.path().join("rules");
+    std::fs::create_dir_all(&rules)?;
+    // An operator's processor for a topic family the bundled set lacks,
+    // and one that replaces the bundled logger.
+    std::fs::write(
+        rules.join("ticket.toml"),
+        "[processor]\nname = \"ticket\"\n\n[fields]\nsubtitle = \"{{ msg.who }} opened #{{ msg.id }}\"\nlink = \"https://t.example/{{ msg.id }}\"\nusernames = \"{{ msg.who }}\"\n",
+    )?;
+    std::fs::write(
+        rules.join("logger.toml"),
+        "[processor]\nname = \"logger\"\n\n[fields]\nsubtitle = \"said: {{ msg.log }}\"\n",
+    )?;
+    sandbox.write_config(
+        "meta.toml",
+        &format!("meta_rules_dir = {:?}\n", rules.display().to_string()),
+    )?;
+    let config_dir = sandbox.config_dir();
+    let mut render = tool("fedmsg-meta", &[config_dir.as_path()]);
+    render.args(["render", "--now", "2024-05-01T12:00:00Z"]);
+    let input = [
+        r#"{"topic": "org.fedoraproject.dev.ticket.new", "msg": {"who": "ralph", "id": 7}}"#,
+        r#"{"topic": "org.fedoraproject.dev.logger.log", "msg": {"log": "<b>hi</b>"}, "username": "u"}"#,
+        "not json",
+        r#"{"topic": "org.fedoraproject.prod.buildsys.tag", "msg": {"name": "stage", "version": "4.1.1", "release": "3.fc18", "tag": "f18", "tag_id": 216, "owner": "ralph", "user": "bodhi"}}"#,
+        r#"{"topic": "org.fedoraproject.stg.unhandled_service.some_event"}"#,
+    ]
+    .join("\n");
+    let output = run(render, Some(&input), WAIT)?;
+    ensure!(
+        output.status.code() == Some(1),
+        "a bad line fails the run: {output:?}"
+    );
+    ensure!(
+        String::from_utf8_lossy(&output.stderr).contains("line 3: not JSON"),
+        "{output:?}"
+    );
+    let lines: Vec<Value> = String::from_utf8(output.stdout)?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    ensure!(lines.len() == 4, "{lines:?}");
+    ensure!(lines[0]["processor"] == "ticket", "{}", lines[0]);
+    ensure!(
+        lines[0]["repr"] == "ticket.new -- ralph opened #7 https://t.example/7",
+        "{}",
+        lines[0]
+    );
+    ensure!(
+        lines[0]["usernames"] == serde_json::json!(["ralph"]),
+        "{}",
+        lines[0]
+    );
+    // The operator's logger replaced the bundled one; HTML stays text.
+    ensure!(lines[1]["subtitle"] == "said: <b>hi</b>", "{}", lines[1]);
+    ensure!(
+        lines[2]["subtitle"] == "ralph's stage-4.1.1-3.fc18 tagged into f18 by bodhi",
+        "{}",
+        lines[2]
+    );
+    ensure!(
+        lines[2]["packages"] == serde_json::json!(["stage"])
+            && lines[2]["emails"]["bodhi@fedoraproject.org"] == "bodhi",
+        "{}",
+        lines[2]
+    );
+    ensure!(
+        lines[3]["repr"] == "unhandled_service.some_event --  ",
+        "{}",
+        lines[3]
+    );
+    ensure!(lines[3]["icon"].is_null(), "{}", lines[3]);
+
+    // check: a broken file is named with its line; the good ones load.
+    std::fs::write(
+        rules.join("broken.toml"),
+        "[processor]\nname = \"broken\"\n\n[fields]\nlink = \"{% if %}\"\n",
+    )?;
+    let mut check = tool("fedmsg-meta", &[config_dir.as_path()]);
+    check.arg("check").arg(&rules);
+    let output = run(check, None, WAIT)?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    ensure!(output.status.code() == Some(1), "{output:?}");
+    ensure!(
+        stdout.contains("broken.toml:5: link:") && !stdout.contains("ticket.toml"),
+        "{stdout}"
+    );
     Ok(())
 }

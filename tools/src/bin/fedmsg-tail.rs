@@ -2,12 +2,14 @@
 //! command of the same name.
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{ArgGroup, Parser};
+use fedmsg_meta::{MetaSet, Rendering};
 use fedmsg_tools::cli::{self, CommonArgs};
 use fedmsg_wire::config::{ConfigArgs, Loaded};
 use fedmsg_wire::crypto::{Verdict, Verifier, VerifierSettings};
@@ -59,10 +61,18 @@ struct Args {
     /// standard output is a terminal.
     #[arg(long)]
     really_pretty: bool,
-    /// One line per message: local time, topic and a short summary
-    /// (`msg.log`, or the most telling fields of `msg`).
+    /// One line per message: fedmsg.meta's terse line
+    /// (`<title> -- <subtitle> <link>`), then `[signer]` when validated.
     #[arg(long)]
     terse: bool,
+    /// Only messages about one of these users (comma-separated; fedmsg.meta
+    /// usernames).
+    #[arg(long, value_name = "USERS", value_delimiter = ',')]
+    users: Vec<String>,
+    /// Only messages about one of these packages (comma-separated;
+    /// fedmsg.meta packages).
+    #[arg(long, value_name = "PACKAGES", value_delimiter = ',')]
+    packages: Vec<String>,
     /// One raw envelope per line, exactly as received (re-encoded compactly
     /// only when it spans several lines).
     #[arg(long)]
@@ -167,6 +177,10 @@ impl Format {
 /// Filters, checks and prints messages.
 struct Printer {
     format: Format,
+    /// fedmsg.meta, when `--terse`, `--users` or `--packages` needs it.
+    meta: Option<MetaSet>,
+    users: BTreeSet<String>,
+    packages: BTreeSet<String>,
     exclude: Option<Regex>,
     include: Option<Regex>,
     verifier: Option<Verifier>,
@@ -203,8 +217,24 @@ impl Printer {
         if let Some(Err(why)) = verifier.as_ref().map(Verifier::trust_status) {
             eprintln!("fedmsg-tail: warning: signatures cannot be checked: {why}");
         }
+        let format = Format::of(args);
+        let needs_meta =
+            format == Format::Terse || !args.users.is_empty() || !args.packages.is_empty();
+        let meta = if needs_meta {
+            let (set, errors) =
+                cli::meta_set(&loaded.config).context("the bundled meta rules do not load")?;
+            for error in errors {
+                eprintln!("fedmsg-tail: meta rule file skipped: {error}");
+            }
+            Some(set)
+        } else {
+            None
+        };
         Ok(Printer {
-            format: Format::of(args),
+            format,
+            meta,
+            users: args.users.iter().map(|u| u.trim().to_owned()).collect(),
+            packages: args.packages.iter().map(|p| p.trim().to_owned()).collect(),
             exclude,
             include,
             verifier,
@@ -252,7 +282,25 @@ impl Printer {
                 }
             },
         };
-        let text = render(&self.format, &delivery, value, signer.as_deref());
+        let rendering = self
+            .meta
+            .as_ref()
+            .map(|meta| meta.render(&value, localtime::now_epoch_f64()));
+        if let Some(r) = &rendering {
+            // As fedmsg's tail: each given filter must share an element.
+            if (!self.users.is_empty() && self.users.is_disjoint(&r.usernames))
+                || (!self.packages.is_empty() && self.packages.is_disjoint(&r.packages))
+            {
+                return true;
+            }
+        }
+        let text = render(
+            &self.format,
+            &delivery,
+            value,
+            signer.as_deref(),
+            rendering.as_ref(),
+        );
         writeln!(self.out, "{text}")
             .and_then(|()| self.out.flush())
             .is_ok()
@@ -260,7 +308,13 @@ impl Printer {
 }
 
 /// The text printed for one message (without the final newline).
-fn render(format: &Format, delivery: &Delivery, mut value: Value, signer: Option<&str>) -> String {
+fn render(
+    format: &Format,
+    delivery: &Delivery,
+    mut value: Value,
+    signer: Option<&str>,
+    meta: Option<&Rendering>,
+) -> String {
     let signed = signer.map_or_else(String::new, |cn| format!("(signed by {cn}) "));
     let header = signer.map_or_else(String::new, |cn| format!("# signed by {cn}\n"));
     match format {
@@ -285,14 +339,15 @@ fn render(format: &Format, delivery: &Delivery, mut value: Value, signer: Option
             format!("\n{header}{text}")
         }
         Format::Terse => {
-            let epoch = timestamp_of(&value).unwrap_or_else(localtime::now_epoch);
-            let when = localtime::local(epoch).map_or_else(|| epoch.to_string(), |t| t.iso());
+            let repr = meta.map_or_else(
+                || format!("{} --  ", fedmsg_meta::default_title(&delivery.topic)),
+                Rendering::repr,
+            );
+            // One line per message: a multi-line subtitle (a log message)
+            // is folded; `fedmsg-meta render` keeps it exact.
+            let repr = repr.replace(['\r', '\n'], " ");
             let tag = signer.map_or_else(String::new, |cn| format!(" [{cn}]"));
-            format!(
-                "{when} {} {}{tag}",
-                delivery.topic,
-                summary(value.get("msg").unwrap_or(&Value::Null))
-            )
+            format!("{repr}{tag}")
         }
         Format::Query(paths) => paths
             .iter()
@@ -344,48 +399,6 @@ fn lookup<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
         Value::Array(items) => segment.parse::<usize>().ok().and_then(|i| items.get(i)),
         _ => None,
     })
-}
-
-/// Fields that say most about a message, in order of preference.
-const TELLING_FIELDS: &[&str] = &[
-    "agent", "user", "username", "owner", "name", "package", "title", "subject", "summary",
-    "comment", "message", "text", "status", "state", "new", "version", "release", "build_id",
-];
-
-/// A short, one-line summary of a message body.
-fn summary(msg: &Value) -> String {
-    const MAX: usize = 120;
-    if let Some(Value::String(log)) = msg.get("log") {
-        return single_line(log);
-    }
-    if let Value::String(text) = msg {
-        return single_line(text);
-    }
-    if let Value::Object(map) = msg {
-        let parts: Vec<String> = TELLING_FIELDS
-            .iter()
-            .filter_map(|key| match map.get(*key)? {
-                Value::String(s) => Some(format!("{key}={}", single_line(s))),
-                n @ (Value::Number(_) | Value::Bool(_)) => Some(format!("{key}={n}")),
-                _ => None,
-            })
-            .take(4)
-            .collect();
-        if !parts.is_empty() {
-            return parts.join(" ");
-        }
-    }
-    let text = msg.to_string();
-    if text.chars().count() <= MAX {
-        text
-    } else {
-        let cut: String = text.chars().take(MAX).collect();
-        format!("{cut}…")
-    }
-}
-
-fn single_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 // ANSI colours of --really-pretty on a terminal.
@@ -471,9 +484,9 @@ mod tests {
     fn json_and_default_print_the_body_as_received() {
         let value = sample();
         let d = delivery(&value);
-        assert_eq!(render(&Format::Json, &d, value.clone(), None), d.body);
+        assert_eq!(render(&Format::Json, &d, value.clone(), None, None), d.body);
         assert_eq!(
-            render(&Format::Default, &d, value, Some("shell-app01")),
+            render(&Format::Default, &d, value, Some("shell-app01"), None),
             format!("{} (signed by shell-app01) {}", d.topic, d.body)
         );
     }
@@ -488,7 +501,7 @@ mod tests {
     fn pretty_strips_credentials_and_dates_the_timestamp() {
         let value = sample();
         let d = delivery(&value);
-        let text = render(&Format::Pretty, &d, value, None);
+        let text = render(&Format::Pretty, &d, value, None, None);
         assert!(
             !text.contains("signature") && !text.contains("certificate"),
             "{text}"
@@ -507,10 +520,17 @@ mod tests {
             &d,
             value.clone(),
             None,
+            None,
         );
         assert!(!plain.contains('\x1b'));
         assert!(plain.contains("\"timestamp\": 1393878837"), "{plain}");
-        let colour = render(&Format::ReallyPretty { colour: true }, &d, value, None);
+        let colour = render(
+            &Format::ReallyPretty { colour: true },
+            &d,
+            value,
+            None,
+            None,
+        );
         assert!(colour.contains(KEY) && colour.contains(STRING), "{colour}");
         let stripped = colour
             .replace(KEY, "")
@@ -522,21 +542,20 @@ mod tests {
     }
 
     #[test]
-    fn terse_is_one_line_with_a_summary() {
-        let value = sample();
+    fn terse_is_fedmsg_meta_repr_on_one_line() {
+        let mut value = sample();
+        value["username"] = json!("ralph");
         let d = delivery(&value);
-        let text = render(&Format::Terse, &d, value, Some("shell-app01"));
-        assert!(!text.contains('\n'), "{text}");
-        assert!(
-            text.ends_with("org.fedoraproject.dev.logger.log Hello world [shell-app01]"),
-            "{text}"
-        );
-        assert_eq!(
-            summary(&json!({"agent": "bob", "build_id": 7, "x": [1]})),
-            "agent=bob build_id=7"
-        );
-        assert_eq!(summary(&json!({"x": [1]})), "{\"x\":[1]}");
-        assert!(summary(&json!({"x": "y".repeat(300)})).ends_with('…'));
+        let meta = MetaSet::bundled(&fedmsg_meta::default_topic_prefix_re("org.fedoraproject"))
+            .expect("rules");
+        let r = meta.render(&value, 0.0);
+        let text = render(&Format::Terse, &d, value, Some("shell-app01"), Some(&r));
+        assert_eq!(text, "logger.log -- Hello world (ralph)  [shell-app01]");
+        // Unknown topics: fedmsg.meta's fallback.
+        let other = json!({"topic": "org.fedoraproject.prod.nobody.knows", "msg": {}});
+        let r = meta.render(&other, 0.0);
+        let text = render(&Format::Terse, &delivery(&other), other, None, Some(&r));
+        assert_eq!(text, "nobody.knows --  ");
     }
 
     #[test]
@@ -573,7 +592,7 @@ mod tests {
         let d = delivery(&value);
         let format = Format::Query(vec!["msg.log".into(), "timestamp".into(), "nope".into()]);
         assert_eq!(
-            render(&format, &d, value, None),
+            render(&format, &d, value, None, None),
             "Hello\nworld, 1393878837, None"
         );
     }

@@ -17,7 +17,6 @@ const FEDMSG_ONLY_KEYS: &[&str] = &[
     "logging",
     "moksha",
     "print_config",
-    "topic_prefix_re",
     "zmq_publish_endpoints",
     "zmq_subscribe_endpoints",
     "zmq_subscribe_method",

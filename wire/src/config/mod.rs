@@ -88,6 +88,12 @@ pub struct Config {
     pub topic_prefix: String,
     /// Second part of every topic: `prod`, `stg` or `dev`.
     pub environment: String,
+    /// The regular expression for `<topic_prefix>.<environment>` that
+    /// fedmsg.meta processors without their own match topics with; unset:
+    /// derived from `topic_prefix` as fedmsg does (the escaped prefix, a
+    /// dot and a word of letters).
+    #[serde(deserialize_with = "optional_string")]
+    pub topic_prefix_re: Option<String>,
     /// The publisher endpoint name of a process that publishes
     /// (fedmsg's `name`; the hub uses [`Config::hub_name`] instead).
     #[serde(deserialize_with = "optional_string")]
@@ -205,6 +211,12 @@ pub struct Config {
     /// hub treats it as an opaque string (a path or URL).
     #[serde(deserialize_with = "optional_string")]
     pub persistent_store: Option<String>,
+
+    // ----- fedmsg.meta -----
+    /// A directory of fedmsg.meta rule files (`*.toml`) that add to or
+    /// replace the bundled processors.
+    #[serde(deserialize_with = "optional_string")]
+    pub meta_rules_dir: Option<PathBuf>,
 
     // ----- moksha -----
     /// The moksha settings the hub reads (`[moksha.monitoring]`).
@@ -365,6 +377,8 @@ impl Default for Config {
             gpg_signing_key: None,
             gpg_keys: BTreeMap::new(),
             status_directory: None,
+            topic_prefix_re: None,
+            meta_rules_dir: None,
             datagrepper_url: None,
             skip_last_message: false,
             persistent_store: None,
