@@ -152,10 +152,14 @@ impl MetaSet {
     ///
     /// A bundled rule file does not load (a bug; the tests load them all).
     pub fn bundled(topic_prefix_re: &str) -> Result<MetaSet, RuleError> {
-        let processors = bundled::FILES
+        let mut processors = bundled::FILES
             .iter()
             .map(|(name, text)| Processor::parse(name, text, topic_prefix_re))
             .collect::<Result<Vec<_>, _>>()?;
+        // The first processor whose name follows the topic prefix wins, so
+        // a dotted name (`ci.pipeline`) must be tried before a name that is
+        // its first part (`ci`): more dotted parts first, then file order.
+        processors.sort_by_key(|p| std::cmp::Reverse(p.name().matches('.').count()));
         Ok(MetaSet {
             processors,
             stats: MetaStats::default(),
@@ -278,17 +282,11 @@ pub fn default_title(topic: &str) -> String {
     topic.splitn(4, '.').nth(3).unwrap_or_default().to_owned()
 }
 
-/// The bundled rule set: Fedora's processors, in fedmsg's order.
+/// The bundled rule set: fedmsg's own processors and Fedora's, one file
+/// each under `meta/rules/`, compiled in by `build.rs`.
 pub mod bundled {
-    /// `(file name, text)` of every bundled rule file, in the order the
-    /// processors are tried.
-    pub const FILES: &[(&str, &str)] = &[
-        ("logger.toml", include_str!("../rules/logger.toml")),
-        ("announce.toml", include_str!("../rules/announce.toml")),
-        ("git.toml", include_str!("../rules/git.toml")),
-        ("buildsys.toml", include_str!("../rules/buildsys.toml")),
-        ("fas.toml", include_str!("../rules/fas.toml")),
-    ];
+    /// `(file name, text)` of every bundled rule file, in file-name order.
+    pub const FILES: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
 }
 
 #[cfg(test)]
