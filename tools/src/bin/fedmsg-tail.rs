@@ -243,6 +243,14 @@ impl Printer {
         })
     }
 
+    /// Whether `--users`/`--packages` let the message through: as in
+    /// fedmsg's tail, each one given must share an element with the
+    /// message's fedmsg.meta set.
+    fn wanted(&self, r: &Rendering) -> bool {
+        (self.users.is_empty() || !self.users.is_disjoint(&r.usernames))
+            && (self.packages.is_empty() || !self.packages.is_disjoint(&r.packages))
+    }
+
     /// Prints one message if it passes; false when standard output is gone.
     fn handle(&mut self, source: &Arc<Source>, frames: Vec<Vec<u8>>, limits: &Limits) -> bool {
         let delivery = match ingest::classify(frames, source, limits) {
@@ -286,13 +294,8 @@ impl Printer {
             .meta
             .as_ref()
             .map(|meta| meta.render(&value, localtime::now_epoch_f64()));
-        if let Some(r) = &rendering {
-            // As fedmsg's tail: each given filter must share an element.
-            if (!self.users.is_empty() && self.users.is_disjoint(&r.usernames))
-                || (!self.packages.is_empty() && self.packages.is_disjoint(&r.packages))
-            {
-                return true;
-            }
+        if rendering.as_ref().is_some_and(|r| !self.wanted(r)) {
+            return true;
         }
         let text = render(
             &self.format,
@@ -556,6 +559,32 @@ mod tests {
         let r = meta.render(&other, 0.0);
         let text = render(&Format::Terse, &delivery(&other), other, None, Some(&r));
         assert_eq!(text, "nobody.knows --  ");
+    }
+
+    #[test]
+    fn users_and_packages_filter_by_fedmsg_meta() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sources = fedmsg_wire::config::Sources {
+            config_dirs: vec![dir.path().to_path_buf()],
+            ..Default::default()
+        };
+        let loaded = fedmsg_wire::config::Config::load_from(&sources).expect("loads");
+        let printer = |flags: &[&str]| {
+            let args =
+                Args::parse_from(std::iter::once("fedmsg-tail").chain(flags.iter().copied()));
+            Printer::new(&args, &loaded).expect("printer")
+        };
+        let tag = json!({"topic": "org.fedoraproject.prod.buildsys.tag",
+            "msg": {"name": "stage", "version": "1", "release": "1", "tag": "f40",
+                    "owner": "ralph", "user": "bodhi"}});
+        let plain = printer(&[]);
+        assert!(plain.meta.is_none(), "no meta without --terse or a filter");
+        let users = printer(&["--users", "nobody,bodhi"]);
+        let r = users.meta.as_ref().expect("meta").render(&tag, 0.0);
+        assert!(users.wanted(&r));
+        assert!(!printer(&["--users", "nobody"]).wanted(&r));
+        assert!(printer(&["--packages", "stage"]).wanted(&r));
+        assert!(!printer(&["--users", "ralph", "--packages", "kernel"]).wanted(&r));
     }
 
     #[test]
