@@ -434,9 +434,12 @@ impl Processor {
         now: f64,
         stats: &MetaStats,
     ) -> Rendering {
+        // Converted once; `msg` shares the envelope's value.
+        let whole = to_jinja(envelope);
+        let msg = whole.get_attr("msg").ok().filter(|m| !m.is_undefined());
         let context = minijinja::context! {
-            msg => envelope.get("msg").map(to_jinja),
-            envelope => to_jinja(envelope),
+            msg => msg,
+            envelope => whole,
             topic => topic,
             parts => topic.split('.').map(str::to_owned).collect::<Vec<_>>(),
             suffix => suffix,
