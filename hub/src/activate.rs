@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use fedmsg_meta::MetaSet;
 use fedmsg_wire::config::Config;
 use fedmsg_wire::shutdown::Stop;
 use fedmsg_wire::topic::TopicFilter;
@@ -79,14 +80,38 @@ impl std::fmt::Display for PluginState {
     }
 }
 
+/// The fedmsg.meta processors plugins render with
+/// ([`Activation::Construct`]): the bundled rule set and the operator's
+/// `meta_rules_dir`; a rule file that does not load is logged and left out.
+///
+/// # Errors
+///
+/// A bundled rule file does not load (a bug: the tests load them all).
+pub fn meta_set(config: &Config) -> Result<MetaSet, fedmsg_meta::RuleError> {
+    let (set, errors) = MetaSet::for_config(
+        &config.topic_prefix,
+        config.topic_prefix_re.as_deref(),
+        config.meta_rules_dir.as_deref(),
+    )?;
+    for error in errors {
+        tracing::error!(%error, "meta rule file skipped");
+    }
+    tracing::info!(
+        processors = set.processors().len(),
+        "fedmsg.meta processors loaded"
+    );
+    Ok(set)
+}
+
 /// What [`activate`] does with the enabled plugins.
 #[derive(Clone, Copy)]
 pub enum Activation<'a> {
     /// Only describe every plugin file (`--list-plugins`).
     Describe,
     /// Construct the enabled plugins; their `HubContext::publish` goes
-    /// through the hub's publisher.
-    Construct(&'a Arc<HubPublisher>),
+    /// through the hub's publisher, their `HubContext::meta` renders with
+    /// these fedmsg.meta processors.
+    Construct(&'a Arc<HubPublisher>, &'a Arc<MetaSet>),
 }
 
 /// Loads every plugin in `plugin_dir`, describes it against `config` and,
@@ -155,12 +180,12 @@ fn activate_one(
         );
         return (None, entry);
     }
-    let Activation::Construct(publisher) = activation else {
+    let Activation::Construct(publisher, meta) = activation else {
         return (None, entry);
     };
     let state_dir = config.state_dir.join(library.name());
     let sink = publisher.sink_for(publish_modname(library.section_path()));
-    match library.instantiate(config.raw(), sink, &state_dir) {
+    match library.instantiate(config.raw(), sink, Arc::clone(meta), &state_dir) {
         Ok(instance) => {
             let needs_validation = description
                 .validate_signatures

@@ -38,6 +38,6 @@ mod stats;
 #[cfg(test)]
 mod testing;
 
-pub use activate::{activate, Activation, ActivePlugin, PluginFile, PluginState};
+pub use activate::{activate, meta_set, Activation, ActivePlugin, PluginFile, PluginState};
 pub use publisher::HubPublisher;
 pub use run::{run, RunOptions};

@@ -63,8 +63,13 @@ fn run(args: Args) -> anyhow::Result<()> {
     // Bound before the plugins exist, so that one publishing from its
     // constructor already reaches the socket.
     let publisher = Arc::new(HubPublisher::start(&config));
-    let (plugins, files) =
-        fedmsg_hub::activate(&config, &plugin_dir, Activation::Construct(&publisher));
+    let meta =
+        Arc::new(fedmsg_hub::meta_set(&config).context("the bundled meta rules do not load")?);
+    let (plugins, files) = fedmsg_hub::activate(
+        &config,
+        &plugin_dir,
+        Activation::Construct(&publisher, &meta),
+    );
     warn_unknown_keys(&loaded.unknown_keys, &files);
     let options = RunOptions {
         stats_file: args.stats_file,

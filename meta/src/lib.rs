@@ -74,6 +74,26 @@ impl Rendering {
     pub fn repr(&self) -> String {
         format!("{} -- {} {}", self.title, self.subtitle, self.link)
     }
+
+    /// Every field and the `repr` as one JSON object (sets as sorted
+    /// lists, an absent icon as `null`): what `fedmsg-meta render` prints
+    /// and what plugins receive.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "processor": self.processor,
+            "title": self.title,
+            "subtitle": self.subtitle,
+            "link": self.link,
+            "icon": self.icon,
+            "secondary_icon": self.secondary_icon,
+            "usernames": self.usernames,
+            "packages": self.packages,
+            "objects": self.objects,
+            "emails": self.emails,
+            "avatars": self.avatars,
+            "repr": self.repr(),
+        })
+    }
 }
 
 /// Rendering failures so far, by processor and field.
@@ -164,6 +184,25 @@ impl MetaSet {
             processors,
             stats: MetaStats::default(),
         })
+    }
+
+    /// The processors of a fedmsg configuration: the bundled rule set plus
+    /// the files of `rules_dir` (`meta_rules_dir`), matched with
+    /// `topic_prefix_re` or, when it is unset, fedmsg's derivation from
+    /// `topic_prefix` ([`default_topic_prefix_re`]). Rule files that do not
+    /// load are returned beside the set, which works without them.
+    ///
+    /// # Errors
+    ///
+    /// A bundled rule file does not load.
+    pub fn for_config(
+        topic_prefix: &str,
+        topic_prefix_re: Option<&str>,
+        rules_dir: Option<&Path>,
+    ) -> Result<(MetaSet, Vec<RuleError>), RuleError> {
+        let prefix_re =
+            topic_prefix_re.map_or_else(|| default_topic_prefix_re(topic_prefix), str::to_owned);
+        MetaSet::with_rules(&prefix_re, rules_dir)
     }
 
     /// The bundled rule set plus the rule files of `rules_dir` (see

@@ -52,7 +52,8 @@
 //!   accessor, which returns `None` for plugins built before it existed.
 //!   Example: [`PluginMod::set_max_level`] was appended in 0.1.1.
 //! - Append a method at the end of [`PluginObject`] or [`HubCallbacks`], with
-//!   a default body (used when the other side predates it).
+//!   a default body (used when the other side predates it). Example:
+//!   [`HubCallbacks::meta`] was appended in 0.1.2.
 //! - Add new types, add new functions to the author-facing API, change
 //!   anything that does not cross the boundary.
 //!
@@ -254,6 +255,18 @@ pub trait HubCallbacks: Send + Sync {
     /// `fields` holds the event's fields other than `message`, as `k=v` pairs.
     #[sabi(last_prefix_field)]
     fn log(&self, level: u8, target: RStr<'_>, message: RStr<'_>, fields: RStr<'_>);
+
+    /// Renders the envelope `envelope_json` with the hub's fedmsg.meta
+    /// processors (the bundled ones and the operator's `meta_rules_dir`):
+    /// the rendering as a JSON object (the fields of
+    /// [`MetaRendering`](crate::MetaRendering)), or why not. Appended in
+    /// 0.1.2: against a hub from before, this default body answers.
+    fn meta(&self, envelope_json: RStr<'_>) -> RResult<RString, RString> {
+        let _ = envelope_json;
+        RResult::RErr(RString::from(
+            "this hub has no fedmsg.meta for plugins (it predates plugin API 0.1.2)",
+        ))
+    }
 }
 
 /// The owned trait object of the hub's callbacks.

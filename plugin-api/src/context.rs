@@ -6,7 +6,7 @@ use std::sync::Arc;
 use abi_stable::std_types::{RResult, RStr};
 
 use crate::abi::HubBox;
-use crate::PublishError;
+use crate::{Message, MetaError, MetaRendering, PublishError};
 
 /// What the hub lends one plugin instance (publishing, its name, its state
 /// directory). Cheap to clone; `Send + Sync`,
@@ -48,6 +48,26 @@ impl HubContext {
         match hub.publish(RStr::from_str(topic), RStr::from_str(&body)) {
             RResult::ROk(()) => Ok(()),
             RResult::RErr(why) => Err(PublishError(why.into_string())),
+        }
+    }
+
+    /// Renders `msg` with the hub's fedmsg.meta processors (the bundled
+    /// rule set and the operator's `meta_rules_dir`), so that every plugin
+    /// shows a message the way the rest of the hub does.
+    ///
+    /// # Errors
+    ///
+    /// Not connected to a hub (a detached context), a hub that predates
+    /// this call (plugin API 0.1.2), or a body that is not JSON.
+    pub fn meta(&self, msg: &Message<'_>) -> Result<MetaRendering, MetaError> {
+        let hub = self
+            .hub
+            .as_ref()
+            .ok_or_else(|| MetaError("not connected to a hub".into()))?;
+        match hub.meta(RStr::from_str(msg.body())) {
+            RResult::ROk(json) => serde_json::from_str(json.as_str())
+                .map_err(|e| MetaError(format!("the hub sent a rendering that is not JSON: {e}"))),
+            RResult::RErr(why) => Err(MetaError(why.into_string())),
         }
     }
 

@@ -125,6 +125,12 @@ macro_rules! author_error {
             }
         }
 
+        impl From<crate::MetaError> for $name {
+            fn from(error: crate::MetaError) -> Self {
+                Self::wrap(error)
+            }
+        }
+
         impl From<BoxError> for $name {
             fn from(error: BoxError) -> Self {
                 Self { message: error.to_string(), source: Some(error) }
@@ -177,6 +183,11 @@ pub struct ConfigError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("publish failed: {0}")]
 pub struct PublishError(pub String);
+
+/// Rendering a message with the hub's fedmsg.meta failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("fedmsg.meta failed: {0}")]
+pub struct MetaError(pub String);
 
 #[cfg(test)]
 mod tests {

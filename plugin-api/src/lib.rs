@@ -45,12 +45,14 @@ mod context;
 mod error;
 mod logging;
 mod message;
+mod meta;
 mod shim;
 
 pub use config::PluginConfig;
 pub use context::HubContext;
-pub use error::{ConfigError, ConsumeError, PluginError, PublishError};
+pub use error::{ConfigError, ConsumeError, MetaError, PluginError, PublishError};
 pub use message::Message;
+pub use meta::MetaRendering;
 
 /// Re-exported so that a plugin needs no other dependency to log
 /// (`fedmsg_plugin_api::tracing::info!`); events reach the hub's log.

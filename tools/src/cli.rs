@@ -105,11 +105,11 @@ pub fn load(config: &ConfigArgs, common: &CommonArgs) -> Result<Loaded, ConfigEr
 pub fn meta_set(
     config: &fedmsg_wire::config::Config,
 ) -> Result<(fedmsg_meta::MetaSet, Vec<fedmsg_meta::RuleError>), fedmsg_meta::RuleError> {
-    let prefix_re = config
-        .topic_prefix_re
-        .clone()
-        .unwrap_or_else(|| fedmsg_meta::default_topic_prefix_re(&config.topic_prefix));
-    fedmsg_meta::MetaSet::with_rules(&prefix_re, config.meta_rules_dir.as_deref())
+    fedmsg_meta::MetaSet::for_config(
+        &config.topic_prefix,
+        config.topic_prefix_re.as_deref(),
+        config.meta_rules_dir.as_deref(),
+    )
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 
 use abi_stable::std_types::{RResult, RStr, RString};
+use fedmsg_meta::MetaSet;
 use fedmsg_plugin_api::__host::u8_to_level;
 use fedmsg_plugin_api::abi::{level, HubCallbacks};
 use tracing::Level;
@@ -51,6 +52,8 @@ impl PublishSink for NoPublish {
 pub(crate) struct HubSide {
     pub(crate) plugin: String,
     pub(crate) sink: Arc<dyn PublishSink>,
+    /// The hub's fedmsg.meta processors, shared by every plugin.
+    pub(crate) meta: Arc<MetaSet>,
 }
 
 impl HubCallbacks for HubSide {
@@ -66,6 +69,23 @@ impl HubCallbacks for HubSide {
             Ok(Ok(())) => RResult::ROk(()),
             Ok(Err(why)) => RResult::RErr(why.into()),
             Err(_) => RResult::RErr("the hub panicked while publishing".into()),
+        }
+    }
+
+    fn meta(&self, envelope_json: RStr<'_>) -> RResult<RString, RString> {
+        // Hub code on a plugin's call stack, as in `publish`.
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+            let envelope: serde_json::Value = serde_json::from_str(envelope_json.as_str())
+                .map_err(|e| format!("the plugin sent a message that is not JSON: {e}"))?;
+            let rendering = self
+                .meta
+                .render(&envelope, fedmsg_wire::localtime::now_epoch_f64());
+            Ok::<_, String>(rendering.to_json().to_string())
+        }));
+        match outcome {
+            Ok(Ok(json)) => RResult::ROk(json.into()),
+            Ok(Err(why)) => RResult::RErr(why.into()),
+            Err(_) => RResult::RErr("the hub panicked while rendering".into()),
         }
     }
 

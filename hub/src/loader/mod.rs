@@ -29,6 +29,7 @@ use abi_stable::std_types::{RResult, RStr};
 use abi_stable::type_layout::TypeLayout;
 use abi_stable::StableAbi;
 use fedmsg_config_keys::section_path_of;
+use fedmsg_meta::MetaSet;
 use fedmsg_plugin_api::abi::{
     CallError, ErrorKind, HubCallbacks_TO, InstantiateArgs, PluginBox, PluginModRef, RawMessage,
     API_PACKAGE, API_VERSION,
@@ -368,6 +369,7 @@ impl PluginLibrary {
         &self,
         config: &serde_json::Value,
         sink: Arc<dyn PublishSink>,
+        meta: Arc<MetaSet>,
         state_dir: &Path,
     ) -> Result<PluginInstance, String> {
         let json = serde_json::to_string(config)
@@ -385,6 +387,7 @@ impl PluginLibrary {
             HubSide {
                 plugin: self.name.clone(),
                 sink,
+                meta,
             },
             TD_Opaque,
         );

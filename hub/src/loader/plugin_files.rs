@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use fedmsg_meta::MetaSet;
 use fedmsg_wire::delivery::{Delivery, Source};
 
 use super::{
@@ -77,6 +78,15 @@ fn no_publish() -> Arc<dyn PublishSink> {
     Arc::new(NoPublish::default())
 }
 
+/// The bundled fedmsg.meta processors, as a hub with a default
+/// configuration has them.
+fn meta() -> Arc<MetaSet> {
+    Arc::new(
+        MetaSet::bundled(&fedmsg_meta::default_topic_prefix_re("org.fedoraproject"))
+            .expect("bundled rules"),
+    )
+}
+
 fn read_lines(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -122,10 +132,20 @@ fn each_plugin_gets_its_own_module_and_instance() {
     assert_eq!(echo.describe(&config).expect("describe").topics, ["*"]);
 
     let mut t = tally
-        .instantiate(&config, no_publish(), &dir.path().join("state/tally"))
+        .instantiate(
+            &config,
+            no_publish(),
+            meta(),
+            &dir.path().join("state/tally"),
+        )
         .expect("tally");
     let mut f = faulty
-        .instantiate(&config, no_publish(), &dir.path().join("state/faulty"))
+        .instantiate(
+            &config,
+            no_publish(),
+            meta(),
+            &dir.path().join("state/faulty"),
+        )
         .expect("faulty");
     assert!(
         dir.path().join("state/tally").is_dir(),
@@ -178,6 +198,7 @@ fn two_copies_of_one_file_are_two_modules() {
         .instantiate(
             &json!({"tally": {"output": out_a}}),
             no_publish(),
+            meta(),
             &dir.path().join("sa"),
         )
         .expect("a");
@@ -185,6 +206,7 @@ fn two_copies_of_one_file_are_two_modules() {
         .instantiate(
             &json!({"tally": {"output": out_b}}),
             no_publish(),
+            meta(),
             &dir.path().join("sb"),
         )
         .expect("b");
@@ -207,7 +229,7 @@ fn tally_appends_one_json_line_per_message() {
     let out = dir.path().join("out.jsonl");
     let config = json!({"tally": {"enabled": true, "output": out}});
     let mut instance = tally
-        .instantiate(&config, no_publish(), &dir.path().join("state"))
+        .instantiate(&config, no_publish(), meta(), &dir.path().join("state"))
         .expect("tally");
     for i in 0..100 {
         let id = format!("id-{i}");
@@ -241,6 +263,7 @@ fn construction_and_description_errors_are_reported() {
         .instantiate(
             &json!({"tally": {"enabled": true}}),
             no_publish(),
+            meta(),
             dir.path(),
         )
         .expect_err("no output");
@@ -257,7 +280,7 @@ fn construction_and_description_errors_are_reported() {
     let faulty = load("fedmsg_test_faulty");
     let config = json!({"faulty": {"output": dir.path().join("f"), "panic_in_new": true}});
     let err = faulty
-        .instantiate(&config, no_publish(), dir.path())
+        .instantiate(&config, no_publish(), meta(), dir.path())
         .expect_err("panics");
     assert!(
         err.starts_with("panicked: faulty: panic_in_new is set (at "),
@@ -273,7 +296,7 @@ fn panics_and_errors_in_consume_are_contained() {
     let config =
         json!({"faulty": {"enabled": true, "output": out, "panic_on": "boom", "fail_on": "fail"}});
     let mut instance = faulty
-        .instantiate(&config, no_publish(), dir.path())
+        .instantiate(&config, no_publish(), meta(), dir.path())
         .expect("faulty");
 
     match instance.consume(&delivery("org.boom", Some("p"))) {
@@ -336,7 +359,7 @@ fn publish_goes_through_the_publish_sink() {
 
     let recorder = Arc::new(Recorder::default());
     let mut instance = faulty
-        .instantiate(&config, recorder.clone(), dir.path())
+        .instantiate(&config, recorder.clone(), meta(), dir.path())
         .expect("faulty");
     assert_eq!(
         instance.consume(&delivery("org.echo", Some("m-1"))),
@@ -354,7 +377,7 @@ fn publish_goes_through_the_publish_sink() {
 
     // A sink that refuses: the plugin sees the refusal as an error.
     let mut instance = faulty
-        .instantiate(&config, no_publish(), dir.path())
+        .instantiate(&config, no_publish(), meta(), dir.path())
         .expect("faulty");
     assert_eq!(
         instance.consume(&delivery("org.echo", Some("m-2"))),
@@ -411,7 +434,7 @@ fn plugin_built_against_an_older_compatible_api_loads_and_runs() {
     let out = dir.path().join("old.txt");
     let config = json!({"abi_old": {"enabled": true, "output": out}});
     let mut instance = old
-        .instantiate(&config, no_publish(), dir.path())
+        .instantiate(&config, no_publish(), meta(), dir.path())
         .expect("instantiate");
     assert_eq!(
         instance.consume(&delivery("org.old", Some("1"))),
@@ -545,6 +568,19 @@ fn plugin_log_events_reach_the_hub_log() {
     let echo = load("fedmsg_example_echo");
     let dir = tempfile::tempdir().expect("tempdir");
     let config = json!({"echo": {"enabled": true}});
+    // echo logs each message's fedmsg.meta line, rendered by the hub with
+    // its rule set, an operator's rule included.
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(&rules).expect("rules dir");
+    std::fs::write(
+        rules.join("demo.toml"),
+        "[processor]\nname = \"demo\"\n[fields]\nsubtitle = \"demo {{ msg.n }}\"\nlink = \"https://demo/{{ msg.n }}\"\n",
+    )
+    .expect("rule file");
+    let prefix = fedmsg_meta::default_topic_prefix_re("org.fedoraproject");
+    let (meta_set, errors) = MetaSet::with_rules(&prefix, Some(&rules)).expect("rules");
+    assert!(errors.is_empty(), "{errors:?}");
+    let meta_set = Arc::new(meta_set);
 
     // At INFO, the plugin's debug event in `new` is filtered on the plugin side.
     let info = Arc::new(Capture {
@@ -553,10 +589,10 @@ fn plugin_log_events_reach_the_hub_log() {
     });
     tracing::subscriber::with_default(info.clone(), || {
         let mut instance = echo
-            .instantiate(&config, no_publish(), dir.path())
+            .instantiate(&config, no_publish(), Arc::clone(&meta_set), dir.path())
             .expect("echo");
         assert_eq!(
-            instance.consume(&delivery("org.x", Some("m-1"))),
+            instance.consume(&delivery("org.fedoraproject.prod.demo.event", Some("m-1"))),
             ConsumeOutcome::Consumed
         );
         instance.shutdown().expect("shutdown");
@@ -583,7 +619,7 @@ fn plugin_log_events_reach_the_hub_log() {
     assert_eq!(
         field(&events[0], "message").as_deref(),
         Some(
-            r#"message topic="org.x" msg_id="m-1" signer="bodhi-bodhi-backend01.phx2.fedoraproject.org" seen=1"#
+            r#"demo.event -- demo 1 https://demo/1 topic="org.fedoraproject.prod.demo.event" msg_id="m-1" signer="bodhi-bodhi-backend01.phx2.fedoraproject.org" seen=1"#
         )
     );
     assert_eq!(
@@ -597,7 +633,7 @@ fn plugin_log_events_reach_the_hub_log() {
         events: Mutex::new(Vec::new()),
     });
     tracing::subscriber::with_default(debug.clone(), || {
-        echo.instantiate(&config, no_publish(), dir.path())
+        echo.instantiate(&config, no_publish(), meta(), dir.path())
             .expect("echo");
     });
     let events = debug.events.lock().expect("lock").clone();

@@ -7,10 +7,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use fedmsg_meta::{MetaSet, Rendering};
+use fedmsg_meta::MetaSet;
 use fedmsg_tools::cli::{self, CommonArgs};
 use fedmsg_wire::config::ConfigArgs;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// fedmsg.meta: every message as a sentence.
 ///
@@ -31,8 +31,8 @@ struct Args {
 enum Command {
     /// Read envelopes, one JSON object per line, on standard input and print
     /// one JSON object per line: processor, title, subtitle, link, icon,
-    /// secondary_icon, usernames, packages, objects, emails, repr (lists
-    /// sorted, null for an absent icon). A line that is not a JSON object is
+    /// secondary_icon, usernames, packages, objects, emails, avatars, repr
+    /// (lists sorted, null for an absent icon). A line that is not a JSON object is
     /// reported on standard error and skipped (exit status 1 at the end).
     Render {
         /// The time relative renderings ("in 2 hours") measure from, as
@@ -126,28 +126,12 @@ fn render(set: &MetaSet, now: f64) -> anyhow::Result<ExitCode> {
             }
         };
         let rendering = set.render(&envelope, now);
-        writeln!(out, "{}", as_json(&rendering)).context("cannot write")?;
+        writeln!(out, "{}", rendering.to_json()).context("cannot write")?;
     }
     out.flush().context("cannot write")?;
     Ok(if failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
-    })
-}
-
-fn as_json(r: &Rendering) -> Value {
-    json!({
-        "processor": r.processor,
-        "title": r.title,
-        "subtitle": r.subtitle,
-        "link": r.link,
-        "icon": r.icon,
-        "secondary_icon": r.secondary_icon,
-        "usernames": r.usernames,
-        "packages": r.packages,
-        "objects": r.objects,
-        "emails": r.emails,
-        "repr": r.repr(),
     })
 }
