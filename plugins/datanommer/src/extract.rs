@@ -121,6 +121,18 @@ fn capped(set: BTreeSet<String>) -> Vec<String> {
     set.into_iter().take(MAX_NAMES).collect()
 }
 
+/// `names` and `more` together, with the limits of this module: trimmed,
+/// no empty or over-long names, at most [`MAX_NAMES`], sorted.
+pub fn merged(names: Vec<String>, more: impl IntoIterator<Item = String>) -> Vec<String> {
+    let set: BTreeSet<String> = names
+        .into_iter()
+        .chain(more)
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty() && n.len() <= MAX_NAME_LEN)
+        .collect();
+    capped(set)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +140,18 @@ mod tests {
 
     fn run(category: &str, msg: Value) -> (Vec<String>, Vec<String>) {
         users_and_packages(category, &msg)
+    }
+
+    #[test]
+    fn merging_keeps_the_limits() {
+        let long = "x".repeat(MAX_NAME_LEN + 1);
+        let both = merged(
+            vec!["b".into()],
+            [" a ".to_owned(), String::new(), long, "b".into()],
+        );
+        assert_eq!(both, ["a", "b"]);
+        let many = merged(Vec::new(), (0..200).map(|n| format!("u{n:03}")));
+        assert_eq!(many.len(), MAX_NAMES);
     }
 
     #[test]

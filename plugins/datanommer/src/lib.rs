@@ -17,7 +17,10 @@
 //! ```
 //!
 //! `consume` turns the envelope into a [`Row`] (columns, category, users
-//! and packages) and queues it for the writer thread ([`writer`]), which
+//! and packages: what the hub's fedmsg.meta finds, as datanommer asked
+//! fedmsg.meta, together with [`extract`]'s fixed rules while not every
+//! Fedora processor is ported) and queues it for the writer thread
+//! ([`writer`]), which
 //! commits batches; see there for what happens when the database is down.
 //! A full queue refuses the message (consume error, counted).
 //!
@@ -109,6 +112,7 @@ impl Settings {
 
 /// The plugin.
 pub struct Datanommer {
+    ctx: HubContext,
     writer: Writer,
     http: Option<HttpServer>,
     queue_capacity: usize,
@@ -178,6 +182,7 @@ impl ConsumerPlugin for Datanommer {
             "datanommer storing messages"
         );
         Ok(Datanommer {
+            ctx,
             writer,
             http,
             queue_capacity,
@@ -186,7 +191,12 @@ impl ConsumerPlugin for Datanommer {
     }
 
     fn consume(&mut self, msg: &Message<'_>) -> Result<(), ConsumeError> {
-        let row = Row::from_json(msg.topic(), msg.body(), time::now_micros())?;
+        let mut row = Row::from_json(msg.topic(), msg.body(), time::now_micros())?;
+        // The hub's fedmsg.meta adds what its processors know about the
+        // message (a hub or a test without it leaves the fixed rules).
+        if let Ok(meta) = self.ctx.meta(msg) {
+            row.add_names(meta.usernames, meta.packages);
+        }
         match self.writer.submit(row) {
             Ok(()) => Ok(()),
             Err(refused) => {

@@ -104,6 +104,21 @@ pub fn category(topic: &str) -> String {
         .unwrap_or_else(|| "Unclassified".to_owned())
 }
 
+impl Row {
+    /// Adds users and packages found elsewhere (fedmsg.meta) to the row's
+    /// own, with the same limits as [`extract`](crate::extract): trimmed,
+    /// no empty or over-long names, at most
+    /// [`MAX_NAMES`](crate::extract::MAX_NAMES) of each, sorted.
+    pub fn add_names(
+        &mut self,
+        users: impl IntoIterator<Item = String>,
+        packages: impl IntoIterator<Item = String>,
+    ) {
+        self.users = crate::extract::merged(std::mem::take(&mut self.users), users);
+        self.packages = crate::extract::merged(std::mem::take(&mut self.packages), packages);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -818,3 +818,60 @@ fn python_fedmsg_catch_up_reads_every_message_as_signed() -> Result<()> {
     ensure!(report["fetched"] == json!(originals.len()), "{report}");
     Ok(())
 }
+
+/// datanommer files a message under the users and packages the hub's
+/// fedmsg.meta finds, an operator's rule included (the fixed rules know
+/// neither `reporter` nor `component`).
+#[test]
+fn users_and_packages_come_from_the_hubs_fedmsg_meta() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let url = sqlite_url(&dir);
+    let port = free_port()?;
+    let addr = format!("127.0.0.1:{port}");
+    let mut publisher = Publisher::bind()?;
+    let sandbox = setup(&publisher, &url, &format!("http_listen = {addr:?}\n"))?;
+    let rules = sandbox.path().join("rules");
+    std::fs::create_dir_all(&rules)?;
+    std::fs::write(
+        rules.join("ticket.toml"),
+        "[processor]\nname = \"ticket\"\n\n[fields]\nusernames = \"{{ msg.reporter }}\"\npackages = \"{{ msg.component }}\"\n",
+    )?;
+    sandbox.write_config(
+        "meta.toml",
+        &format!("meta_rules_dir = {:?}\n", rules.display().to_string()),
+    )?;
+    let mut hub = Hub::start(&sandbox, &[])?;
+    publisher.wait_subscribed(WAIT)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let messages = vec![
+        json!({"topic": "org.fedoraproject.dev.ticket.new", "msg_id": "meta-1",
+               "timestamp": now, "i": 1, "username": "t",
+               "msg": {"reporter": "alice", "component": "kernel"}}),
+        json!({"topic": "org.fedoraproject.dev.ticket.new", "msg_id": "meta-2",
+               "timestamp": now, "i": 2, "username": "t",
+               "msg": {"reporter": "bob", "component": "glibc"}}),
+    ];
+    send_all(&publisher, &messages)?;
+    wait_stored(&url, messages.len(), WAIT)?;
+    let ids = |query: &str| -> Result<Vec<String>> {
+        let (status, body) = http_get_json(&addr, &format!("/raw?delta=3600&{query}"))?;
+        ensure!(status == 200, "{status}: {body}");
+        Ok(body["raw_messages"]
+            .as_array()
+            .context("raw_messages")?
+            .iter()
+            .filter_map(|m| m["msg_id"].as_str().map(str::to_owned))
+            .collect())
+    };
+    ensure!(ids("user=alice")? == ["meta-1"], "{:?}", ids("user=alice")?);
+    ensure!(
+        ids("package=glibc")? == ["meta-2"],
+        "{:?}",
+        ids("package=glibc")?
+    );
+    ensure!(ids("user=nobody")?.is_empty());
+    hub.terminate()?;
+    Ok(())
+}
