@@ -606,18 +606,22 @@ packages = ["{{ msg.pkg }}", "{{ msg.missing }}"]
     }
 
     #[test]
-    fn a_looping_rule_runs_out_of_fuel() {
+    fn a_looping_or_allocating_rule_runs_out_of_fuel() {
         let rules = r#"
 [processor]
 name = "loop"
 [fields]
 subtitle = "{% for i in range(1000000) %}{{ i }}{% endfor %}"
+link = '{{ ("x" * 100000000000) | length }}'
+title = "{{ range(100000000000) | list | length }}"
 "#;
         let p = Processor::parse("loop.toml", rules, PREFIX).unwrap();
         let stats = MetaStats::default();
         let env = json!({"topic": "org.fedoraproject.prod.loop", "msg": {}});
         let r = p.render(&env, "org.fedoraproject.prod.loop", "", 0.0, &stats);
         assert_eq!(r.subtitle, "");
-        assert_eq!(stats.failures(), 1);
+        assert_eq!(r.link, "");
+        assert_eq!(r.title, "loop", "the default title");
+        assert_eq!(stats.failures(), 3);
     }
 }
