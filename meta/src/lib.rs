@@ -66,6 +66,9 @@ pub struct Rendering {
     pub emails: BTreeMap<String, String>,
     /// `msg2avatars`: username → avatar URL.
     pub avatars: BTreeMap<String, String>,
+    /// `msg2agent`: who did it (the processor's `agent`, else one of the
+    /// usernames), when known.
+    pub agent: Option<String>,
 }
 
 impl Rendering {
@@ -91,6 +94,7 @@ impl Rendering {
             "objects": self.objects,
             "emails": self.emails,
             "avatars": self.avatars,
+            "agent": self.agent,
             "repr": self.repr(),
         })
     }

@@ -37,6 +37,8 @@
 //! list of templates, one element each (a failing one is left out). Empty
 //! output means absent for `icon`/`secondary_icon`.
 //!
+//! `agent` (who did it) defaults to one of the usernames.
+//!
 //! Filters beyond minijinja's built-ins: `avatar` (a FAS username's
 //! libravatar URL), `avatar_email`, `first_line`.
 
@@ -78,7 +80,7 @@ impl RuleError {
 }
 
 /// The fields a processor renders.
-const FIELDS: [&str; 8] = [
+const FIELDS: [&str; 9] = [
     "title",
     "subtitle",
     "link",
@@ -87,6 +89,7 @@ const FIELDS: [&str; 8] = [
     "usernames",
     "packages",
     "objects",
+    "agent",
 ];
 
 #[derive(Debug, Deserialize)]
@@ -136,6 +139,7 @@ struct Templates {
     icon: Option<Spanned<toml::Value>>,
     secondary_icon: Option<Spanned<toml::Value>>,
     usernames: Option<Spanned<toml::Value>>,
+    agent: Option<Spanned<toml::Value>>,
     packages: Option<Spanned<toml::Value>>,
     objects: Option<Spanned<toml::Value>>,
 }
@@ -151,6 +155,7 @@ impl Templates {
             "usernames" => self.usernames.as_ref(),
             "packages" => self.packages.as_ref(),
             "objects" => self.objects.as_ref(),
+            "agent" => self.agent.as_ref(),
             _ => None,
         }
     }
@@ -497,8 +502,13 @@ impl Processor {
             ),
             None => Default::default(),
         };
+        // fedmsg's msg2agent: the processor's own answer, else an element
+        // of the usernames (Python popped an arbitrary one; the first
+        // sorted here, which is the same when there is one).
+        let agent = optional(text(8, String::new())).or_else(|| usernames.first().cloned());
         Rendering {
             processor: self.lower.clone(),
+            agent,
             title: text(0, default_title(topic)),
             subtitle: text(1, String::new()),
             link: text(2, String::new()),

@@ -33,6 +33,8 @@ pub struct MetaRendering {
     pub emails: BTreeMap<String, String>,
     /// `msg2avatars`: username → URL.
     pub avatars: BTreeMap<String, String>,
+    /// `msg2agent`: who did it, when known.
+    pub agent: Option<String>,
     /// The terse line, `msg2repr`: `"{title} -- {subtitle} {link}"`.
     pub repr: String,
 }

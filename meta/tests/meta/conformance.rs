@@ -29,6 +29,7 @@ const FIELDS: &[&str] = &[
     "objects",
     "emails",
     "avatars",
+    "agent",
 ];
 
 /// Every processor of the bundled rule set must agree with upstream on at
@@ -55,6 +56,7 @@ fn ours(r: &Rendering, field: &str) -> Value {
         "objects" => set(&r.objects),
         "emails" => map(&r.emails),
         "avatars" => map(&r.avatars),
+        "agent" => r.agent.clone().map_or(Value::Null, Value::from),
         _ => Value::Null,
     }
 }
