@@ -31,7 +31,8 @@ struct Args {
 enum Command {
     /// Read envelopes, one JSON object per line, on standard input and print
     /// one JSON object per line: processor, title, subtitle, link, icon,
-    /// secondary_icon, usernames, packages, objects, emails, avatars, repr
+    /// secondary_icon, usernames, packages, objects, emails, avatars, agent,
+    /// repr
     /// (lists sorted, null for an absent icon). A line that is not a JSON object is
     /// reported on standard error and skipped (exit status 1 at the end).
     Render {
