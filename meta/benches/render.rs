@@ -12,8 +12,12 @@ use serde_json::Value;
 fn messages() -> Vec<Value> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../shared/vectors/upstream/meta-examples.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (set up shared/ beside the checkout)", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (set up shared/ beside the checkout)",
+            path.display()
+        )
+    });
     let examples: Value = serde_json::from_str(&text).expect("JSON");
     examples["examples"]
         .as_array()
