@@ -1,5 +1,7 @@
 //! Filters the rule templates need beyond minijinja's built-ins.
 
+use std::collections::BTreeSet;
+
 use md5::Md5;
 use minijinja::Environment;
 use sha2::{Digest, Sha256};
@@ -43,20 +45,26 @@ fn first_line(text: &str) -> String {
     text.lines().next().unwrap_or_default().to_owned()
 }
 
-/// A list as prose, as fedmsg.meta's `list_to_series`: `a`, `a and b`,
-/// `a, b, and c`; past three, `a, b, c, and 2 others`.
+/// A list as prose, as fedmsg.meta's `list_to_series` (N = 3, Oxford
+/// comma): sorted and without repeats; `(nothing)`, `a`, `a and b`,
+/// `a, b, and c`; past three the last ones become a count: `a, b, and 2
+/// others`.
 fn series(items: Vec<String>) -> String {
-    const SHOWN: usize = 3;
-    let mut parts: Vec<String> = items.iter().take(SHOWN).cloned().collect();
-    if items.len() > SHOWN {
-        parts.push(format!("{} others", items.len() - SHOWN));
+    const N: usize = 3;
+    let sorted: BTreeSet<String> = items.into_iter().collect();
+    let mut items: Vec<String> = sorted.into_iter().collect();
+    match items.len() {
+        0 => return "(nothing)".to_owned(),
+        1 => return items.remove(0),
+        n if n > N => {
+            items.truncate(N - 1);
+            items.push(format!("{} others", n - N + 1));
+        }
+        _ => {}
     }
-    match parts.as_slice() {
-        [] => String::new(),
-        [one] => one.clone(),
-        [a, b] => format!("{a} and {b}"),
-        [init @ .., last] => format!("{}, and {last}", init.join(", ")),
-    }
+    let last = items.pop().unwrap_or_default();
+    let comma = if items.len() > 1 { "," } else { "" };
+    format!("{}{comma} and {last}", items.join(", "))
 }
 
 /// Adds the filters to `env`.
@@ -85,10 +93,10 @@ mod tests {
         assert!(avatar_url("ralph").starts_with("https://seccdn.libravatar.org/avatar/"));
         assert_eq!(first_line("a\nb"), "a");
         let s = |items: &[&str]| series(items.iter().map(|i| (*i).to_owned()).collect());
-        assert_eq!(s(&[]), "");
+        assert_eq!(s(&[]), "(nothing)");
         assert_eq!(s(&["a"]), "a");
-        assert_eq!(s(&["a", "b"]), "a and b");
-        assert_eq!(s(&["a", "b", "c"]), "a, b, and c");
-        assert_eq!(s(&["a", "b", "c", "d", "e"]), "a, b, c, and 2 others");
+        assert_eq!(s(&["b", "a", "b"]), "a and b");
+        assert_eq!(s(&["c", "a", "b"]), "a, b, and c");
+        assert_eq!(s(&["a", "b", "c", "d"]), "a, b, and 2 others");
     }
 }
