@@ -426,6 +426,11 @@ impl Processor {
     /// What follows the processor's name in `topic` (without the dot), when
     /// it handles `topic` (fedmsg's `handle_msg`).
     pub fn handles<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        // Most processors do not match: a plain match test is several times
+        // cheaper than capturing, which only the winner needs.
+        if !self.pattern.is_match(topic) {
+            return None;
+        }
         let captures = self.pattern.captures(topic)?;
         Some(captures.get(captures.len() - 1).map_or("", |m| m.as_str()))
     }
@@ -439,6 +444,7 @@ impl Processor {
         now: f64,
         stats: &MetaStats,
     ) -> Rendering {
+        let matched: Vec<bool> = self.tests.iter().map(|t| t.matches(topic)).collect();
         // Converted once; `msg` shares the envelope's value.
         let whole = to_jinja(envelope);
         let msg = whole.get_attr("msg").ok().filter(|m| !m.is_undefined());
@@ -452,7 +458,7 @@ impl Processor {
             now => now,
         };
         let text = |field: usize, default: String| -> String {
-            match self.template_for(field, topic) {
+            match self.template_for(field, &matched) {
                 Some(Compiled::One(name)) => self.eval(name, &context).unwrap_or_else(|e| {
                     stats.record(&self.lower, FIELDS[field], &e);
                     default
@@ -461,7 +467,7 @@ impl Processor {
             }
         };
         let set = |field: usize| -> BTreeSet<String> {
-            match self.template_for(field, topic) {
+            match self.template_for(field, &matched) {
                 Some(Compiled::One(name)) => match self.eval(name, &context) {
                     Ok(out) => out
                         .lines()
@@ -522,11 +528,14 @@ impl Processor {
         }
     }
 
-    fn template_for(&self, field: usize, topic: &str) -> Option<&Compiled> {
+    /// The template of `field` for a topic whose `[[when]]` tests gave
+    /// `matched` (computed once per message, not once per field).
+    fn template_for(&self, field: usize, matched: &[bool]) -> Option<&Compiled> {
         self.fields.get(field)?.iter().find_map(|(test, compiled)| {
-            self.tests
+            matched
                 .get(*test)
-                .is_some_and(|t| t.matches(topic))
+                .copied()
+                .unwrap_or(false)
                 .then_some(compiled)
         })
     }
