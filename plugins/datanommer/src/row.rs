@@ -106,7 +106,7 @@ pub fn category(topic: &str) -> String {
 
 impl Row {
     /// Adds users and packages found elsewhere (fedmsg.meta) to the row's
-    /// own, with the same limits as [`extract`](crate::extract): trimmed,
+    /// own, with the same limits as [`crate::extract`]: trimmed,
     /// no empty or over-long names, at most
     /// [`MAX_NAMES`](crate::extract::MAX_NAMES) of each, sorted.
     pub fn add_names(
