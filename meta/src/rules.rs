@@ -28,8 +28,8 @@
 //!
 //! A template sees `msg` (the envelope's `msg`), `envelope` (all of it),
 //! `topic`, `parts` (the topic split at its dots), `suffix` (what follows
-//! the processor name, without the dot),
-//! `username` (the envelope's) and `now` (epoch seconds). A missing key is
+//! the processor name, without the dot), `username` (the envelope's) and
+//! `now` (epoch seconds). A missing key is
 //! an error (fedmsg's `KeyError`): the field gets its default; `is defined`
 //! and `default(...)` test for optional keys. List fields (`usernames`,
 //! `packages`, `objects`) are either one template whose non-empty output
@@ -37,10 +37,19 @@
 //! list of templates, one element each (a failing one is left out). Empty
 //! output means absent for `icon`/`secondary_icon`.
 //!
-//! `agent` (who did it) defaults to one of the usernames.
+//! The fields: `title`, `subtitle`, `link`, `icon`, `secondary_icon`,
+//! `usernames`, `packages`, `objects` and `agent` (who did it; default: one
+//! of the usernames). `emails` and `avatars` follow from the usernames when
+//! the processor sets `email_domain`.
 //!
 //! Filters beyond minijinja's built-ins: `avatar` (a FAS username's
-//! libravatar URL), `avatar_email`, `first_line`.
+//! libravatar URL), `avatar_email`, `first_line`, `series` (fedmsg.meta's
+//! `list_to_series`: `a, b, and 2 others`).
+//!
+//! minijinja details that matter for fedmsg's semantics: a missing key in
+//! `{% set x = msg.missing %}` fails only where `x` is used (write
+//! `msg.x ~ ""` to fail at once, as Python's lookup did); `none` prints as
+//! `None`, as in Python.
 
 use std::collections::BTreeSet;
 use std::path::Path;
