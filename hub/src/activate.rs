@@ -92,6 +92,7 @@ pub fn meta_set(config: &Config) -> Result<MetaSet, fedmsg_meta::RuleError> {
         &config.topic_prefix,
         config.topic_prefix_re.as_deref(),
         config.meta_rules_dir.as_deref(),
+        &config.meta_fas_users,
     )?;
     for error in errors {
         tracing::error!(%error, "meta rule file skipped");

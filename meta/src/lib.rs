@@ -191,7 +191,8 @@ impl MetaSet {
     }
 
     /// The processors of a fedmsg configuration: the bundled rule set plus
-    /// the files of `rules_dir` (`meta_rules_dir`), matched with
+    /// the files of `rules_dir` (`meta_rules_dir`), with the FAS username
+    /// table `fas_users` (`meta_fas_users`), matched with
     /// `topic_prefix_re` or, when it is unset, fedmsg's derivation from
     /// `topic_prefix` ([`default_topic_prefix_re`]). Rule files that do not
     /// load are returned beside the set, which works without them.
@@ -203,10 +204,23 @@ impl MetaSet {
         topic_prefix: &str,
         topic_prefix_re: Option<&str>,
         rules_dir: Option<&Path>,
+        fas_users: &BTreeMap<String, String>,
     ) -> Result<(MetaSet, Vec<RuleError>), RuleError> {
         let prefix_re =
             topic_prefix_re.map_or_else(|| default_topic_prefix_re(topic_prefix), str::to_owned);
-        MetaSet::with_rules(&prefix_re, rules_dir)
+        let (mut set, errors) = MetaSet::with_rules(&prefix_re, rules_dir)?;
+        set.set_fas_users(fas_users);
+        Ok((set, errors))
+    }
+
+    /// Sets the table of e-mail addresses and IRC nicks → FAS usernames
+    /// (config `meta_fas_users`) that stands in for fedmsg.meta's FAS
+    /// lookups: offline, so rendering never waits for the network.
+    pub fn set_fas_users(&mut self, table: &BTreeMap<String, String>) {
+        let value = minijinja::Value::from(table.clone());
+        for processor in &mut self.processors {
+            processor.set_fas_users(&value);
+        }
     }
 
     /// The bundled rule set plus the rule files of `rules_dir` (see

@@ -44,7 +44,10 @@
 //!
 //! Filters beyond minijinja's built-ins: `avatar` (a FAS username's
 //! libravatar URL), `avatar_email`, `first_line`, `series` (fedmsg.meta's
-//! `list_to_series`: `a, b, and 2 others`).
+//! `list_to_series`: `a, b, and 2 others`), `avatar_openid`, `email2fas` and `nick2fas`
+//! (fedmsg.meta's FAS lookups, answered offline from the `meta_fas_users`
+//! table: the local part of a `@fedoraproject.org` address, else the
+//! table's username, else the input).
 //!
 //! minijinja details that matter for fedmsg's semantics: a missing key in
 //! `{% set x = msg.missing %}` fails only where `x` is used (write
@@ -405,6 +408,13 @@ impl Processor {
             tests,
             env,
         })
+    }
+
+    /// Sets the table of e-mail addresses and IRC nicks → FAS usernames that
+    /// the `email2fas` and `nick2fas` filters look in.
+    pub fn set_fas_users(&mut self, table: &minijinja::Value) {
+        self.env
+            .add_global(crate::filters::FAS_USERS, table.clone());
     }
 
     /// fedmsg's `__name__`.

@@ -109,6 +109,7 @@ pub fn meta_set(
         &config.topic_prefix,
         config.topic_prefix_re.as_deref(),
         config.meta_rules_dir.as_deref(),
+        &config.meta_fas_users,
     )
 }
 

@@ -123,7 +123,7 @@ impl Tally {
 #[test]
 fn upstream_test_suite_agreement() {
     let Some(cases) = extract() else { return };
-    let set = MetaSet::bundled(&default_topic_prefix_re("org.fedoraproject")).expect("rules");
+    let mut set = MetaSet::bundled(&default_topic_prefix_re("org.fedoraproject")).expect("rules");
     let ported: BTreeSet<String> = set
         .processors()
         .iter()
@@ -155,6 +155,14 @@ fn upstream_test_suite_agreement() {
             .flatten()
             .filter_map(Value::as_str)
             .collect();
+        // The FAS lookups upstream's test mocked, as our table.
+        let fas_users: BTreeMap<String, String> = case["fas_users"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+            .collect();
+        set.set_fas_users(&fas_users);
         let r = set.render(&case["msg"], 0.0);
         let ported = ported.contains(&theirs);
         if ported && r.processor != theirs {

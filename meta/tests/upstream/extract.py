@@ -563,6 +563,16 @@ def extract_case(mod, cls, runs, why, ctx):
     except Exception as e:  # noqa: BLE001
         case["error"] = "setUp failed: " + describe(e)
         return case
+    # The e-mail/IRC nick -> FAS username table the class's setUp put in
+    # place of the FAS lookups (tests/base.py mocks it); our renderer takes
+    # the same table from its configuration (meta_fas_users).
+    try:
+        import fedmsg_meta_fedora_infrastructure.fasshim as fasshim
+        cache = getattr(fasshim, "_fas_cache", None)
+        if isinstance(cache, dict) and cache:
+            case["fas_users"] = {str(k): str(v) for k, v in cache.items()}
+    except Exception:  # noqa: BLE001
+        pass
 
     python, agrees, skipped, reasons, errors, logs = {}, {}, [], {}, {}, []
     try:

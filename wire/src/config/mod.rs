@@ -217,6 +217,10 @@ pub struct Config {
     /// replace the bundled processors.
     #[serde(deserialize_with = "optional_string")]
     pub meta_rules_dir: Option<PathBuf>,
+    /// E-mail addresses and IRC nicks → FAS usernames, for the processors
+    /// that name people by them (fedmsg.meta asked FAS; we never wait for
+    /// the network while rendering).
+    pub meta_fas_users: BTreeMap<String, String>,
 
     // ----- moksha -----
     /// The moksha settings the hub reads (`[moksha.monitoring]`).
@@ -379,6 +383,7 @@ impl Default for Config {
             status_directory: None,
             topic_prefix_re: None,
             meta_rules_dir: None,
+            meta_fas_users: BTreeMap::new(),
             datagrepper_url: None,
             skip_last_message: false,
             persistent_store: None,
