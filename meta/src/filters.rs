@@ -112,7 +112,10 @@ pub(crate) fn register(env: &mut Environment<'static>) {
     env.add_filter("series", series);
     env.add_filter("email2fas", email2fas);
     env.add_filter("nick2fas", nick2fas);
-    env.add_global(FAS_USERS, minijinja::Value::from(BTreeMap::<String, String>::new()));
+    env.add_global(
+        FAS_USERS,
+        minijinja::Value::from(BTreeMap::<String, String>::new()),
+    );
 }
 
 #[cfg(test)]
@@ -128,7 +131,10 @@ mod tests {
         let render = |t: &str| env.render_str(t, ()).expect("renders");
         assert_eq!(render("{{ 'rbean@redhat.com' | email2fas }}"), "ralph");
         assert_eq!(render("{{ 'x@fedoraproject.org' | email2fas }}"), "x");
-        assert_eq!(render("{{ 'who@example.org' | email2fas }}"), "who@example.org");
+        assert_eq!(
+            render("{{ 'who@example.org' | email2fas }}"),
+            "who@example.org"
+        );
         assert_eq!(render("{{ 'threebean' | nick2fas }}"), "ralph");
         assert_eq!(render("{{ 'stranger' | nick2fas }}"), "stranger");
     }

@@ -50,8 +50,9 @@ pub struct Rendering {
     pub title: String,
     /// `msg2subtitle`.
     pub subtitle: String,
-    /// `msg2link`.
-    pub link: String,
+    /// `msg2link`: `None` when the processor says there is none (upstream
+    /// returned `None` there; a processor that gives `""` gives `Some("")`).
+    pub link: Option<String>,
     /// `msg2icon`.
     pub icon: Option<String>,
     /// `msg2secondary_icon`.
@@ -75,7 +76,13 @@ impl Rendering {
     /// fedmsg.meta's terse line, `msg2repr`: `"{title} -- {subtitle} {link}"`
     /// with empty parts kept (an unknown message ends in `" --  "`).
     pub fn repr(&self) -> String {
-        format!("{} -- {} {}", self.title, self.subtitle, self.link)
+        // As fedmsg: `link or ''`.
+        format!(
+            "{} -- {} {}",
+            self.title,
+            self.subtitle,
+            self.link.as_deref().unwrap_or_default()
+        )
     }
 
     /// Every field and the `repr` as one JSON object (sets as sorted
@@ -326,6 +333,7 @@ fn fallback(topic: &str) -> Rendering {
     Rendering {
         processor: "unhandled".into(),
         title: default_title(topic),
+        link: Some(String::new()),
         ..Rendering::default()
     }
 }
@@ -353,6 +361,12 @@ mod tests {
 
     #[test]
     fn default_title_and_fallback_repr() {
+        let none = Rendering {
+            title: "t".into(),
+            subtitle: "s".into(),
+            ..Rendering::default()
+        };
+        assert_eq!(none.repr(), "t -- s ", "an absent link prints as nothing");
         assert_eq!(default_title("org.fedoraproject.stg.a.b"), "a.b");
         assert_eq!(default_title("a.b.c"), "");
         assert_eq!(default_title("/topic/x.y"), "/topic/x.y");

@@ -35,7 +35,11 @@
 //! `packages`, `objects`) are either one template whose non-empty output
 //! lines are the elements (a failure empties the set, as in fedmsg), or a
 //! list of templates, one element each (a failing one is left out). Empty
-//! output means absent for `icon`/`secondary_icon`.
+//! output means "none" for the fields listed in `[processor]
+//! absent_when_empty` (default `["icon", "secondary_icon"]`; add `"link"`
+//! for a processor whose link is `None` rather than `""`, drop
+//! `"secondary_icon"` for one that gives `""`). A processor without a
+//! `secondary_icon` template has none.
 //!
 //! The fields: `title`, `subtitle`, `link`, `icon`, `secondary_icon`,
 //! `usernames`, `packages`, `objects` and `agent` (who did it; default: one
@@ -132,6 +136,8 @@ struct Header {
     topic_prefix_re: Option<String>,
     #[serde(default)]
     email_domain: Option<String>,
+    #[serde(default = "absent_when_empty_default")]
+    absent_when_empty: Vec<String>,
     #[serde(default)]
     macros: Option<Spanned<String>>,
 }
@@ -173,6 +179,13 @@ impl Templates {
     }
 }
 
+/// The fields whose empty output means "none" unless a file says otherwise
+/// (fedmsg.meta's processors mostly returned `None` for no icon, `""` for
+/// no link).
+fn absent_when_empty_default() -> Vec<String> {
+    vec!["icon".into(), "secondary_icon".into()]
+}
+
 /// Which topics a `[[when]]` block is for.
 #[derive(Debug)]
 enum TopicTest {
@@ -208,6 +221,9 @@ pub struct Processor {
     object: String,
     icon: Option<String>,
     email_domain: Option<String>,
+    /// Fields (of `icon`, `secondary_icon`, `link`) whose empty output is
+    /// "none" rather than an empty text.
+    absent_when_empty: Vec<String>,
     pattern: Regex,
     /// Per `FIELDS` entry: `(topic test, template)` in the order tried;
     /// the `[fields]` default last with `TopicTest::Always`.
@@ -403,6 +419,7 @@ impl Processor {
             object: header.object,
             icon: header.icon,
             email_domain: header.email_domain,
+            absent_when_empty: header.absent_when_empty,
             pattern,
             fields,
             tests,
@@ -512,7 +529,10 @@ impl Processor {
                 None => BTreeSet::new(),
             }
         };
-        let optional = |s: String| Some(s).filter(|s| !s.is_empty());
+        let optional = |field: usize, s: String| {
+            let absent = s.is_empty() && self.absent_when_empty.iter().any(|f| f == FIELDS[field]);
+            (!absent).then_some(s)
+        };
         let usernames = set(5);
         let (emails, avatars) = match &self.email_domain {
             Some(domain) => (
@@ -530,15 +550,19 @@ impl Processor {
         // fedmsg's msg2agent: the processor's own answer, else an element
         // of the usernames (Python popped an arbitrary one; the first
         // sorted here, which is the same when there is one).
-        let agent = optional(text(8, String::new())).or_else(|| usernames.first().cloned());
+        let agent = Some(text(8, String::new()))
+            .filter(|a| !a.is_empty())
+            .or_else(|| usernames.first().cloned());
         Rendering {
             processor: self.lower.clone(),
             agent,
             title: text(0, default_title(topic)),
             subtitle: text(1, String::new()),
-            link: text(2, String::new()),
-            icon: optional(text(3, self.icon.clone().unwrap_or_default())),
-            secondary_icon: optional(text(4, String::new())),
+            link: optional(2, text(2, String::new())),
+            icon: optional(3, text(3, self.icon.clone().unwrap_or_default())),
+            secondary_icon: self
+                .template_for(4, &matched)
+                .and_then(|_| optional(4, text(4, String::new()))),
             usernames,
             packages: set(6),
             objects: set(7),
@@ -625,7 +649,7 @@ packages = ["{{ msg.pkg }}", "{{ msg.missing }}"]
         assert_eq!(r.processor, "demo");
         assert_eq!(r.title, "demo.special");
         assert_eq!(r.subtitle, "special for ralph");
-        assert_eq!(r.link, "https://x/7");
+        assert_eq!(r.link.as_deref(), Some("https://x/7"));
         assert_eq!(r.icon.as_deref(), Some("https://icon"));
         assert_eq!(r.packages, BTreeSet::from(["kernel".to_owned()]));
         // `msg.other` is missing: the whole one-template set is empty.
@@ -640,7 +664,7 @@ packages = ["{{ msg.pkg }}", "{{ msg.missing }}"]
             &stats,
         );
         assert_eq!(r.subtitle, "generic other");
-        assert_eq!(r.link, "");
+        assert_eq!(r.link.as_deref(), Some(""));
     }
 
     #[test]
@@ -658,7 +682,7 @@ title = "{{ range(100000000000) | list | length }}"
         let env = json!({"topic": "org.fedoraproject.prod.loop", "msg": {}});
         let r = p.render(&env, "org.fedoraproject.prod.loop", "", 0.0, &stats);
         assert_eq!(r.subtitle, "");
-        assert_eq!(r.link, "");
+        assert_eq!(r.link.as_deref(), Some(""));
         assert_eq!(r.title, "loop", "the default title");
         assert_eq!(stats.failures(), 3);
     }

@@ -17,8 +17,8 @@ pub struct MetaRendering {
     pub title: String,
     /// `msg2subtitle`.
     pub subtitle: String,
-    /// `msg2link`.
-    pub link: String,
+    /// `msg2link` (`None`: the processor says there is none).
+    pub link: Option<String>,
     /// `msg2icon`.
     pub icon: Option<String>,
     /// `msg2secondary_icon`.

@@ -48,7 +48,7 @@ fn ours(r: &Rendering, field: &str) -> Value {
     match field {
         "title" => Value::from(r.title.clone()),
         "subtitle" => Value::from(r.subtitle.clone()),
-        "link" => Value::from(r.link.clone()),
+        "link" => r.link.clone().map_or(Value::Null, Value::from),
         "icon" => r.icon.clone().map_or(Value::Null, Value::from),
         "secondary_icon" => r.secondary_icon.clone().map_or(Value::Null, Value::from),
         "usernames" => set(&r.usernames),
@@ -228,6 +228,14 @@ fn upstream_test_suite_agreement() {
             t.percent()
         );
     }
+    // The goal of the port: 95 % of every expected value upstream tests.
+    assert!(
+        overall.percent() >= PORTED_GOAL,
+        "overall {} of {} ({:.1} %)",
+        overall.agree,
+        overall.total,
+        overall.percent()
+    );
     let fallback = &by_processor["unhandled"];
     assert_eq!(fallback.agree, fallback.total, "the fallback is exact");
 }

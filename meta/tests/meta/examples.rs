@@ -60,7 +60,7 @@ fn every_upstream_example_renders_as_upstream() {
         };
         check("title", Value::from(r.title.clone()));
         check("subti", Value::from(r.subtitle.clone()));
-        check("link", Value::from(r.link.clone()));
+        check("link", r.link.clone().map_or(Value::Null, Value::from));
         check("icon", r.icon.clone().map_or(Value::Null, Value::from));
         check(
             "secondary_icon",
