@@ -18,6 +18,7 @@ fn set() -> &'static MetaSet {
 fuzz_target!(|data: &[u8]| {
     if let Ok(envelope) = serde_json::from_slice::<serde_json::Value>(data) {
         let r = set().render(&envelope, 0.0);
-        assert_eq!(r.repr(), format!("{} -- {} {}", r.title, r.subtitle, r.link));
+        let link = r.link.as_deref().unwrap_or_default();
+        assert_eq!(r.repr(), format!("{} -- {} {link}", r.title, r.subtitle));
     }
 });
