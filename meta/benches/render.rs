@@ -4,12 +4,13 @@
 //! rule set. `cargo bench -p fedmsg-meta --bench render`.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use fedmsg_meta::{default_topic_prefix_re, MetaSet};
 use serde_json::Value;
 
-fn messages() -> Vec<Value> {
+fn messages() -> Vec<Arc<Value>> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../shared/vectors/upstream/meta-examples.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
@@ -23,7 +24,7 @@ fn messages() -> Vec<Value> {
         .as_array()
         .expect("examples")
         .iter()
-        .map(|e| e["msg"].clone())
+        .map(|e| Arc::new(e["msg"].clone()))
         .collect()
 }
 
@@ -35,7 +36,7 @@ fn render(c: &mut Criterion) {
     group.bench_function("render all fields, example mix", |b| {
         b.iter(|| {
             for message in &messages {
-                std::hint::black_box(set.render(message, 0.0));
+                std::hint::black_box(set.render_shared(message, 0.0));
             }
         })
     });

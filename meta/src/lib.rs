@@ -29,11 +29,12 @@
 
 mod filters;
 pub mod rules;
+mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -312,8 +313,14 @@ impl MetaSet {
     }
 
     /// Renders every field of `envelope`; `now` (epoch seconds) is what
-    /// rules that speak of relative time measure from.
+    /// rules that speak of relative time measure from. Copies the message;
+    /// [`MetaSet::render_shared`] does not.
     pub fn render(&self, envelope: &Value, now: f64) -> Rendering {
+        self.render_shared(&Arc::new(envelope.clone()), now)
+    }
+
+    /// [`MetaSet::render`] of a message the caller already shares.
+    pub fn render_shared(&self, envelope: &Arc<Value>, now: f64) -> Rendering {
         let topic = envelope
             .get("topic")
             .and_then(Value::as_str)

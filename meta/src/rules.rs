@@ -60,6 +60,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 
 use minijinja::{Environment, UndefinedBehavior};
 use regex::Regex;
@@ -238,32 +239,6 @@ impl std::fmt::Debug for Processor {
             .field("name", &self.name)
             .field("pattern", &self.pattern.as_str())
             .finish_non_exhaustive()
-    }
-}
-
-/// The message as a template value. Converted by hand rather than through
-/// serde: the workspace's `serde_json` keeps numbers as text
-/// (`arbitrary_precision`), which serializes as a map, not a number.
-fn to_jinja(value: &Value) -> minijinja::Value {
-    match value {
-        Value::Null => minijinja::Value::from(()),
-        Value::Bool(b) => minijinja::Value::from(*b),
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                minijinja::Value::from(i)
-            } else if let Some(u) = n.as_u64() {
-                minijinja::Value::from(u)
-            } else {
-                minijinja::Value::from(n.as_f64().unwrap_or(f64::NAN))
-            }
-        }
-        Value::String(s) => minijinja::Value::from(s.as_str()),
-        Value::Array(items) => items.iter().map(to_jinja).collect(),
-        Value::Object(map) => map
-            .iter()
-            .map(|(k, v)| (k.as_str(), to_jinja(v)))
-            .collect::<std::collections::BTreeMap<_, _>>()
-            .into(),
     }
 }
 
@@ -474,15 +449,15 @@ impl Processor {
     /// Renders every field of `envelope`.
     pub(crate) fn render(
         &self,
-        envelope: &Value,
+        envelope: &Arc<Value>,
         topic: &str,
         suffix: &str,
         now: f64,
         stats: &MetaStats,
     ) -> Rendering {
         let matched: Vec<bool> = self.tests.iter().map(|t| t.matches(topic)).collect();
-        // Converted once; `msg` shares the envelope's value.
-        let whole = to_jinja(envelope);
+        // A lazy view: only what templates read is converted.
+        let whole = crate::view::of(Arc::clone(envelope));
         let msg = whole.get_attr("msg").ok().filter(|m| !m.is_undefined());
         let context = minijinja::context! {
             msg => msg,
@@ -640,7 +615,7 @@ packages = ["{{ msg.pkg }}", "{{ msg.missing }}"]
         let env = json!({"topic": "org.fedoraproject.prod.demo.special",
                          "msg": {"user": "ralph", "id": 7, "pkg": "kernel"}});
         let r = p.render(
-            &env,
+            &Arc::new(env),
             "org.fedoraproject.prod.demo.special",
             "special",
             0.0,
@@ -657,7 +632,7 @@ packages = ["{{ msg.pkg }}", "{{ msg.missing }}"]
         assert_eq!(stats.failures(), 2);
         let env = json!({"topic": "org.fedoraproject.prod.demo.other", "msg": {}});
         let r = p.render(
-            &env,
+            &Arc::new(env),
             "org.fedoraproject.prod.demo.other",
             "other",
             0.0,
@@ -680,7 +655,13 @@ title = "{{ range(100000000000) | list | length }}"
         let p = Processor::parse("loop.toml", rules, PREFIX).unwrap();
         let stats = MetaStats::default();
         let env = json!({"topic": "org.fedoraproject.prod.loop", "msg": {}});
-        let r = p.render(&env, "org.fedoraproject.prod.loop", "", 0.0, &stats);
+        let r = p.render(
+            &Arc::new(env.clone()),
+            "org.fedoraproject.prod.loop",
+            "",
+            0.0,
+            &stats,
+        );
         assert_eq!(r.subtitle, "");
         assert_eq!(r.link.as_deref(), Some(""));
         assert_eq!(r.title, "loop", "the default title");

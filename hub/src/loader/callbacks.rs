@@ -79,7 +79,7 @@ impl HubCallbacks for HubSide {
                 .map_err(|e| format!("the plugin sent a message that is not JSON: {e}"))?;
             let rendering = self
                 .meta
-                .render(&envelope, fedmsg_wire::localtime::now_epoch_f64());
+                .render_shared(&Arc::new(envelope), fedmsg_wire::localtime::now_epoch_f64());
             Ok::<_, String>(rendering.to_json().to_string())
         }));
         match outcome {

@@ -126,7 +126,7 @@ fn render(set: &MetaSet, now: f64) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
-        let rendering = set.render(&envelope, now);
+        let rendering = set.render_shared(&std::sync::Arc::new(envelope), now);
         writeln!(out, "{}", rendering.to_json()).context("cannot write")?;
     }
     out.flush().context("cannot write")?;
