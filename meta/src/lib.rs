@@ -108,11 +108,11 @@ impl Rendering {
     }
 }
 
-/// Rendering failures so far, by processor and field.
+/// Rendering failures so far (each is logged, rate-limited, with its
+/// processor and field).
 #[derive(Debug, Default)]
 pub struct MetaStats {
     failures: AtomicU64,
-    by_field: Mutex<BTreeMap<(String, &'static str), u64>>,
     last_log: Mutex<Option<Instant>>,
 }
 
@@ -123,16 +123,8 @@ impl MetaStats {
         self.failures.load(Ordering::Relaxed)
     }
 
-    /// The same, by (processor, field).
-    pub fn by_field(&self) -> BTreeMap<(String, &'static str), u64> {
-        self.by_field.lock().map(|m| m.clone()).unwrap_or_default()
-    }
-
     fn record(&self, processor: &str, field: &'static str, error: &dyn std::fmt::Display) {
         self.failures.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut map) = self.by_field.lock() {
-            *map.entry((processor.to_owned(), field)).or_default() += 1;
-        }
         // At most one line every ten seconds: a rule that fails on a whole
         // topic must not flood the log.
         let log = self.last_log.lock().is_ok_and(|mut last| {
@@ -303,13 +295,6 @@ impl MetaSet {
     /// Rendering failures so far.
     pub fn stats(&self) -> &MetaStats {
         &self.stats
-    }
-
-    /// The processor for `envelope` (fedmsg's `msg2processor`): the first
-    /// whose topic pattern matches, else `None` (the fallback).
-    pub fn processor_for(&self, envelope: &Value) -> Option<&Processor> {
-        let topic = envelope.get("topic").and_then(Value::as_str)?;
-        self.processors.iter().find(|p| p.handles(topic).is_some())
     }
 
     /// Renders every field of `envelope`; `now` (epoch seconds) is what

@@ -200,23 +200,6 @@ impl<T> Thread<T> {
             Joined::Abandoned
         }
     }
-
-    /// Joins until `deadline` and logs a panic or an abandoned thread as an
-    /// error naming it; the value when it finished.
-    pub fn join_logged(self, deadline: Instant) -> Option<T> {
-        let name = self.name.clone();
-        match self.join_until(deadline) {
-            Joined::Finished(value) => Some(value),
-            Joined::Panicked(panic) => {
-                tracing::error!(thread = %name, %panic, "thread panicked");
-                None
-            }
-            Joined::Abandoned => {
-                tracing::error!(thread = %name, "thread still busy at its deadline; abandoning it");
-                None
-            }
-        }
-    }
 }
 
 struct SetOnDrop(Arc<Latch>);

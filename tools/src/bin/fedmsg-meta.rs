@@ -84,13 +84,16 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             render(&set, now)
         }
         Command::Check { rules_dir } => {
+            // The configuration's processors, with RULES_DIR as the rules
+            // directory: exactly what a hub would load from it.
             let config = &loaded.config;
-            let prefix_re = config
-                .topic_prefix_re
-                .clone()
-                .unwrap_or_else(|| fedmsg_meta::default_topic_prefix_re(&config.topic_prefix));
-            let mut set = MetaSet::bundled(&prefix_re).context("the bundled rules do not load")?;
-            let errors = set.load_dir(&rules_dir, &prefix_re);
+            let (_, errors) = MetaSet::for_config(
+                &config.topic_prefix,
+                config.topic_prefix_re.as_deref(),
+                Some(&rules_dir),
+                &config.meta_fas_users,
+            )
+            .context("the bundled rules do not load")?;
             for error in &errors {
                 println!("{error}");
             }
