@@ -10,13 +10,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fedmsg_meta::MetaSet;
 use fedmsg_wire::config::Config;
 use fedmsg_wire::shutdown::Stop;
 use fedmsg_wire::topic::TopicFilter;
 
 use crate::catchup::CatchUpOptions;
 use crate::loader::{self, PluginInstance, PluginLibrary};
+use crate::plugin_meta::PluginMeta;
 use crate::publisher::HubPublisher;
 use crate::status::{Position, StatusFile};
 use crate::worker::CatchUpPlan;
@@ -80,30 +80,6 @@ impl std::fmt::Display for PluginState {
     }
 }
 
-/// The fedmsg.meta processors plugins render with
-/// ([`Activation::Construct`]): the bundled rule set and the operator's
-/// `meta_rules_dir`; a rule file that does not load is logged and left out.
-///
-/// # Errors
-///
-/// A bundled rule file does not load (a bug: the tests load them all).
-pub fn meta_set(config: &Config) -> Result<MetaSet, fedmsg_meta::RuleError> {
-    let (set, errors) = MetaSet::for_config(
-        &config.topic_prefix,
-        config.topic_prefix_re.as_deref(),
-        config.meta_rules_dir.as_deref(),
-        &config.meta_fas_users,
-    )?;
-    for error in errors {
-        tracing::error!(%error, "meta rule file skipped");
-    }
-    tracing::info!(
-        processors = set.processors().len(),
-        "fedmsg.meta processors loaded"
-    );
-    Ok(set)
-}
-
 /// What [`activate`] does with the enabled plugins.
 #[derive(Clone, Copy)]
 pub enum Activation<'a> {
@@ -112,7 +88,7 @@ pub enum Activation<'a> {
     /// Construct the enabled plugins; their `HubContext::publish` goes
     /// through the hub's publisher, their `HubContext::meta` renders with
     /// these fedmsg.meta processors.
-    Construct(&'a Arc<HubPublisher>, &'a Arc<MetaSet>),
+    Construct(&'a Arc<HubPublisher>, &'a Arc<PluginMeta>),
 }
 
 /// Loads every plugin in `plugin_dir`, describes it against `config` and,

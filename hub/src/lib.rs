@@ -22,6 +22,7 @@ mod worker;
 // The plugin side.
 mod activate;
 mod loader;
+mod plugin_meta;
 
 // Delivery guarantees: never lose a message, never deliver it twice.
 mod catchup;
@@ -38,6 +39,7 @@ mod stats;
 #[cfg(test)]
 mod testing;
 
-pub use activate::{activate, meta_set, Activation, ActivePlugin, PluginFile, PluginState};
+pub use activate::{activate, Activation, ActivePlugin, PluginFile, PluginState};
+pub use plugin_meta::PluginMeta;
 pub use publisher::HubPublisher;
 pub use run::{run, RunOptions};

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use fedmsg_hub::{Activation, HubPublisher, PluginFile, RunOptions};
+use fedmsg_hub::{Activation, HubPublisher, PluginFile, PluginMeta, RunOptions};
 use fedmsg_wire::config::{self, ConfigArgs};
 use fedmsg_wire::shutdown::{self, Stop};
 
@@ -63,8 +63,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     // Bound before the plugins exist, so that one publishing from its
     // constructor already reaches the socket.
     let publisher = Arc::new(HubPublisher::start(&config));
-    let meta =
-        Arc::new(fedmsg_hub::meta_set(&config).context("the bundled meta rules do not load")?);
+    let meta = Arc::new(PluginMeta::for_config(&config));
     let (plugins, files) = fedmsg_hub::activate(
         &config,
         &plugin_dir,

@@ -167,6 +167,12 @@ pub fn default_topic_prefix_re(topic_prefix: &str) -> String {
     format!(r"{}\.[^\W\d_]+", regex::escape(topic_prefix))
 }
 
+/// `topic_prefix_re` as configured, else fedmsg's derivation from
+/// `topic_prefix` ([`default_topic_prefix_re`]).
+pub fn effective_topic_prefix_re(topic_prefix: &str, configured: Option<&str>) -> String {
+    configured.map_or_else(|| default_topic_prefix_re(topic_prefix), str::to_owned)
+}
+
 impl MetaSet {
     /// The bundled rule set ([`bundled`]). `topic_prefix_re` is what rule
     /// files that do not set their own are matched with (fedmsg derives
@@ -206,8 +212,7 @@ impl MetaSet {
         rules_dir: Option<&Path>,
         fas_users: &BTreeMap<String, String>,
     ) -> Result<(MetaSet, Vec<RuleError>), RuleError> {
-        let prefix_re =
-            topic_prefix_re.map_or_else(|| default_topic_prefix_re(topic_prefix), str::to_owned);
+        let prefix_re = effective_topic_prefix_re(topic_prefix, topic_prefix_re);
         let (mut set, errors) = MetaSet::with_rules(&prefix_re, rules_dir)?;
         set.set_fas_users(fas_users);
         Ok((set, errors))
@@ -239,6 +244,17 @@ impl MetaSet {
             None => Vec::new(),
         };
         Ok((set, errors))
+    }
+
+    /// Checks the rule files of `dir` without keeping them (nor building
+    /// the bundled set): what a hub that renders only on demand reports at
+    /// start.
+    pub fn check_dir(dir: &Path, topic_prefix_re: &str) -> Vec<RuleError> {
+        let mut empty = MetaSet {
+            processors: Vec::new(),
+            stats: MetaStats::default(),
+        };
+        empty.load_dir(dir, topic_prefix_re)
     }
 
     /// Adds the rule files (`*.toml`) of `dir`, in name order. A file whose

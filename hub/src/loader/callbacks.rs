@@ -4,8 +4,8 @@
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 
+use crate::plugin_meta::PluginMeta;
 use abi_stable::std_types::{RResult, RStr, RString};
-use fedmsg_meta::MetaSet;
 use fedmsg_plugin_api::__host::u8_to_level;
 use fedmsg_plugin_api::abi::{level, HubCallbacks};
 use tracing::Level;
@@ -52,8 +52,9 @@ impl PublishSink for NoPublish {
 pub(crate) struct HubSide {
     pub(crate) plugin: String,
     pub(crate) sink: Arc<dyn PublishSink>,
-    /// The hub's fedmsg.meta processors, shared by every plugin.
-    pub(crate) meta: Arc<MetaSet>,
+    /// The hub's fedmsg.meta processors, shared by every plugin, built on
+    /// first use.
+    pub(crate) meta: Arc<PluginMeta>,
 }
 
 impl HubCallbacks for HubSide {
@@ -77,9 +78,9 @@ impl HubCallbacks for HubSide {
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
             let envelope: serde_json::Value = serde_json::from_str(envelope_json.as_str())
                 .map_err(|e| format!("the plugin sent a message that is not JSON: {e}"))?;
-            let rendering = self
-                .meta
-                .render_shared(&Arc::new(envelope), fedmsg_wire::localtime::now_epoch_f64());
+            let set = self.meta.get().map_err(str::to_owned)?;
+            let rendering =
+                set.render_shared(&Arc::new(envelope), fedmsg_wire::localtime::now_epoch_f64());
             Ok::<_, String>(rendering.to_json().to_string())
         }));
         match outcome {

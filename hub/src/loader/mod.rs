@@ -23,13 +23,13 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::plugin_meta::PluginMeta;
 use abi_stable::library::{abi_header_from_raw_library, LibraryError, RawLibrary, RootModule};
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RResult, RStr};
 use abi_stable::type_layout::TypeLayout;
 use abi_stable::StableAbi;
 use fedmsg_config_keys::section_path_of;
-use fedmsg_meta::MetaSet;
 use fedmsg_plugin_api::abi::{
     CallError, ErrorKind, HubCallbacks_TO, InstantiateArgs, PluginBox, PluginModRef, RawMessage,
     API_PACKAGE, API_VERSION,
@@ -369,7 +369,7 @@ impl PluginLibrary {
         &self,
         config: &serde_json::Value,
         sink: Arc<dyn PublishSink>,
-        meta: Arc<MetaSet>,
+        meta: Arc<PluginMeta>,
         state_dir: &Path,
     ) -> Result<PluginInstance, String> {
         let json = serde_json::to_string(config)

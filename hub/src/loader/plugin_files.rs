@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use fedmsg_meta::MetaSet;
+
+use crate::plugin_meta::PluginMeta;
 use fedmsg_wire::delivery::{Delivery, Source};
 
 use super::{
@@ -80,11 +82,11 @@ fn no_publish() -> Arc<dyn PublishSink> {
 
 /// The bundled fedmsg.meta processors, as a hub with a default
 /// configuration has them.
-fn meta() -> Arc<MetaSet> {
-    Arc::new(
+fn meta() -> Arc<PluginMeta> {
+    Arc::new(PluginMeta::ready(
         MetaSet::bundled(&fedmsg_meta::default_topic_prefix_re("org.fedoraproject"))
             .expect("bundled rules"),
-    )
+    ))
 }
 
 fn read_lines(path: &Path) -> Vec<Value> {
@@ -580,7 +582,7 @@ fn plugin_log_events_reach_the_hub_log() {
     let prefix = fedmsg_meta::default_topic_prefix_re("org.fedoraproject");
     let (meta_set, errors) = MetaSet::with_rules(&prefix, Some(&rules)).expect("rules");
     assert!(errors.is_empty(), "{errors:?}");
-    let meta_set = Arc::new(meta_set);
+    let meta_set = Arc::new(PluginMeta::ready(meta_set));
 
     // At INFO, the plugin's debug event in `new` is filtered on the plugin side.
     let info = Arc::new(Capture {
