@@ -99,9 +99,32 @@ pub fn activate(
     plugin_dir: &Path,
     activation: Activation<'_>,
 ) -> (Vec<ActivePlugin>, Vec<PluginFile>) {
+    activate_loaded(config, loader::load_dir(plugin_dir), activation)
+}
+
+/// Like [`activate`], for the given plugin files only, in this order: the
+/// `fedmsg-irc` command is a hub running just the IRC bot's `.so`, as
+/// fedmsg's was a hub with just that consumer.
+pub fn activate_files(
+    config: &Config,
+    plugin_files: &[PathBuf],
+    activation: Activation<'_>,
+) -> (Vec<ActivePlugin>, Vec<PluginFile>) {
+    let loaded = plugin_files
+        .iter()
+        .map(|file| loader::load_file(file))
+        .collect();
+    activate_loaded(config, loaded, activation)
+}
+
+fn activate_loaded(
+    config: &Config,
+    loaded: Vec<Result<PluginLibrary, loader::LoadError>>,
+    activation: Activation<'_>,
+) -> (Vec<ActivePlugin>, Vec<PluginFile>) {
     let mut active = Vec::new();
     let mut files = Vec::new();
-    for loaded in loader::load_dir(plugin_dir) {
+    for loaded in loaded {
         match loaded {
             Ok(library) => {
                 let (plugin, file) = activate_one(config, &library, activation);

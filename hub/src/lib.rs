@@ -39,7 +39,7 @@ mod stats;
 #[cfg(test)]
 mod testing;
 
-pub use activate::{activate, Activation, ActivePlugin, PluginFile, PluginState};
+pub use activate::{activate, activate_files, Activation, ActivePlugin, PluginFile, PluginState};
 pub use plugin_meta::PluginMeta;
 pub use publisher::HubPublisher;
 pub use run::{run, RunOptions};
