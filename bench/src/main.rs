@@ -15,6 +15,7 @@
 
 mod frames;
 mod hub;
+mod meta;
 mod procfs;
 mod publisher;
 mod report;
@@ -49,6 +50,13 @@ enum Cmd {
     Suite(Box<SuiteArgs>),
     /// Measures our signed publisher alone: build + sign + encode per
     /// message, on one thread.
+    /// Measures fedmsg.meta rendering (every field, the example mix) on
+    /// one thread, ours and Python's (when the pyfedmsg venv is there).
+    Meta {
+        /// CPU seconds of rendering per side.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
     SignRate {
         /// Messages to sign.
         #[arg(short = 'n', long, default_value_t = 3000)]
@@ -190,6 +198,7 @@ fn main() -> std::process::ExitCode {
             threads,
             json,
         } => sign_rate(count, threads, json),
+        Cmd::Meta { seconds } => meta_rate(seconds),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -253,6 +262,29 @@ fn sign_rate(count: usize, threads: usize, json: bool) -> Result<()> {
         cost.cpu_s,
         cost.messages as f64 / cost.wall_s
     );
+    Ok(())
+}
+
+fn meta_rate(seconds: f64) -> Result<()> {
+    let shared = default_pyfedmsg().join("..");
+    let ours = meta::ours(&shared, seconds)?;
+    println!(
+        "ours: {:.0} msg/s per core ({} messages, every field, {:.2} CPU s); bundled rules load in {:.1} ms",
+        ours.render.per_core(),
+        ours.render.messages,
+        ours.render.cpu_s,
+        ours.load_ms
+    );
+    let venv = default_venv();
+    if venv.join("bin/python").exists() {
+        let python = meta::python(&venv, seconds)?;
+        println!(
+            "python fedmsg.meta: {:.0} msg/s per core ({} messages, {:.2} CPU s)",
+            python.per_core(),
+            python.messages,
+            python.cpu_s
+        );
+    }
     Ok(())
 }
 
@@ -408,6 +440,22 @@ fn suite(args: &SuiteArgs) -> Result<()> {
         sign_cost.per_core(),
         sign_cost_tuned.per_core()
     );
+    eprintln!("measuring fedmsg.meta rendering (one thread, 3 CPU s per side)...");
+    let shared = tools.pyfedmsg.join("..");
+    let meta_ours = meta::ours(&shared, 3.0)?;
+    let meta_python = if hubs.contains(&HubKind::Python) {
+        Some(meta::python(&tools.venv, 3.0)?)
+    } else {
+        None
+    };
+    eprintln!(
+        "  ours {:.0} msg/s per core; python {}",
+        meta_ours.render.per_core(),
+        meta_python.map_or_else(
+            || "not run".into(),
+            |p| format!("{:.0} msg/s per core", p.per_core())
+        )
+    );
     let signed_frames = match signed_needed {
         Some(count) => {
             eprintln!("signing {count} messages...");
@@ -456,7 +504,12 @@ fn suite(args: &SuiteArgs) -> Result<()> {
     }
     let load_after = procfs::first_line(Path::new("/proc/loadavg"));
     let summaries = report::summarize(&results);
-    let targets = report::targets(&summaries, Some(&sign_cost), Some(&sign_cost_tuned));
+    let targets = report::targets(
+        &summaries,
+        Some(&sign_cost),
+        Some(&sign_cost_tuned),
+        Some(&meta_ours),
+    );
     let table = report::table(&workloads, &summaries);
     println!("{table}");
     println!("{}", report::targets_table(&targets));
@@ -471,6 +524,13 @@ fn suite(args: &SuiteArgs) -> Result<()> {
                 "messages": sign_cost.messages,
                 "cpu_s": sign_cost.cpu_s,
                 "per_core": sign_cost.per_core(),
+            },
+            "meta": {
+                "ours_per_core": meta_ours.render.per_core(),
+                "ours_messages": meta_ours.render.messages,
+                "ours_cpu_s": meta_ours.render.cpu_s,
+                "bundled_load_ms": meta_ours.load_ms,
+                "python_per_core": meta_python.map(|p| p.per_core()),
             },
             "sign_cost_without_avx2": {
                 "messages": sign_cost_tuned.messages,
@@ -491,6 +551,8 @@ fn suite(args: &SuiteArgs) -> Result<()> {
             targets: &report::targets_table(&targets),
             sign_cost: &sign_cost,
             sign_cost_tuned: &sign_cost_tuned,
+            meta_ours: &meta_ours,
+            meta_python: meta_python.as_ref(),
             commands: &commands,
             load_before: &load_before,
             load_after: &load_after,
@@ -727,6 +789,8 @@ struct MarkdownContext<'a> {
     targets: &'a str,
     sign_cost: &'a SignCost,
     sign_cost_tuned: &'a SignCost,
+    meta_ours: &'a meta::OursMeta,
+    meta_python: Option<&'a meta::MetaCost>,
     commands: &'a HashMap<&'static str, String>,
     load_before: &'a str,
     load_after: &'a str,
@@ -821,7 +885,14 @@ fn markdown(c: &MarkdownContext<'_>) -> String {
          process); {tuned:.0} msg/s per core with `OPENSSL_ia32cap={cap}` (OpenSSL's\n\
          MULX/ADX big-number code instead of its AVX2 code: some `openssl speed rsa2048`\n\
          runs on this machine signed 25 % faster that way, others no faster). Python\n\
-         fedmsg: 22 msg/s stock, 1,135 with its key cached (`shared/pyfedmsg/README.md`).\n\n",
+         fedmsg: 22 msg/s stock, 1,135 with its key cached (`shared/pyfedmsg/README.md`).\n\n\
+         fedmsg.meta: every field (title, subtitle, link, icons, usernames, packages,\n\
+         objects, emails, avatars) of the {meta_n} example messages of\n\
+         `shared/vectors/upstream/meta-examples.json` on one thread: ours (`fedmsg-meta`,\n\
+         bundled rules) {meta_ours:.0} msg/s per core; Python fedmsg.meta with\n\
+         fedmsg_meta_fedora_infrastructure 0.31.0 (`meta/benches/python_meta.py`)\n\
+         {meta_python} (CPU time of the rendering thread on both sides; also\n\
+         `target/release/fedmsg-bench meta`). Loading the bundled rules: {meta_load:.1} ms.\n\n",
         runs = c.args.runs,
         table = c.table,
         targets = c.targets,
@@ -830,6 +901,13 @@ fn markdown(c: &MarkdownContext<'_>) -> String {
         cpu = c.sign_cost.cpu_s,
         tuned = c.sign_cost_tuned.per_core(),
         cap = IA32CAP_NO_AVX2,
+        meta_n = meta::messages(&c.tools.pyfedmsg.join("..")).map_or(0, |m| m.len()),
+        meta_ours = c.meta_ours.render.per_core(),
+        meta_python = c.meta_python.map_or_else(
+            || "not run".into(),
+            |p| format!("{:.0} msg/s per core", p.per_core())
+        ),
+        meta_load = c.meta_ours.load_ms,
     );
     out.push_str("## Workloads\n\n");
     for w in c.workloads {

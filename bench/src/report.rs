@@ -234,6 +234,7 @@ pub fn targets(
     summaries: &[Summary],
     sign: Option<&SignCost>,
     sign_without_avx2: Option<&SignCost>,
+    meta: Option<&crate::meta::OursMeta>,
 ) -> Vec<Target> {
     let ours = |workload: &str| {
         summaries
@@ -323,6 +324,20 @@ pub fn targets(
         sign_without_avx2.map(SignCost::per_core),
         "msg/s",
         &|v| v >= 1_400.0,
+    );
+    check(
+        "fedmsg.meta, every field, example mix, per core",
+        "≥ 100,000 msg/s",
+        meta.map(|m| m.render.per_core()),
+        "msg/s",
+        &|v| v >= 100_000.0,
+    );
+    check(
+        "fedmsg.meta: loading the bundled rules",
+        "≤ 50 ms",
+        meta.map(|m| m.load_ms),
+        "ms",
+        &|v| v <= 50.0,
     );
     out
 }

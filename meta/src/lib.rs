@@ -143,6 +143,10 @@ impl MetaStats {
 /// The processors, in the order they are tried, and the fallback.
 pub struct MetaSet {
     processors: Vec<Processor>,
+    /// Every processor's topic pattern, in order: one scan of the topic
+    /// finds the processors that handle it, where trying each pattern in
+    /// turn cost more than rendering a simple message.
+    index: regex::RegexSet,
     stats: MetaStats,
 }
 
@@ -190,10 +194,7 @@ impl MetaSet {
         // a dotted name (`ci.pipeline`) must be tried before a name that is
         // its first part (`ci`): more dotted parts first, then file order.
         processors.sort_by_key(|p| std::cmp::Reverse(p.name().matches('.').count()));
-        Ok(MetaSet {
-            processors,
-            stats: MetaStats::default(),
-        })
+        Ok(MetaSet::of(processors))
     }
 
     /// The processors of a fedmsg configuration: the bundled rule set plus
@@ -250,10 +251,7 @@ impl MetaSet {
     /// the bundled set): what a hub that renders only on demand reports at
     /// start.
     pub fn check_dir(dir: &Path, topic_prefix_re: &str) -> Vec<RuleError> {
-        let mut empty = MetaSet {
-            processors: Vec::new(),
-            stats: MetaStats::default(),
-        };
+        let mut empty = MetaSet::of(Vec::new());
         empty.load_dir(dir, topic_prefix_re)
     }
 
@@ -299,8 +297,22 @@ impl MetaSet {
             }
         }
         added.append(&mut self.processors);
-        self.processors = added;
+        *self = MetaSet::of(added);
         errors
+    }
+
+    /// A set of `processors`, in the order they are tried.
+    fn of(processors: Vec<Processor>) -> MetaSet {
+        // The patterns compiled one by one already, so together they do
+        // too; only a size limit could refuse them, and then the set is
+        // tried one pattern at a time.
+        let index = regex::RegexSet::new(processors.iter().map(|p| p.pattern().as_str()))
+            .unwrap_or_else(|_| regex::RegexSet::empty());
+        MetaSet {
+            processors,
+            index,
+            stats: MetaStats::default(),
+        }
     }
 
     /// The processors, in the order they are tried.
@@ -326,7 +338,20 @@ impl MetaSet {
             .get("topic")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        for processor in &self.processors {
+        let candidates: Box<dyn Iterator<Item = &Processor>> =
+            if self.index.len() == self.processors.len() {
+                // The first match in order: `matches` yields ascending
+                // indices.
+                Box::new(
+                    self.index
+                        .matches(topic)
+                        .into_iter()
+                        .filter_map(|i| self.processors.get(i)),
+                )
+            } else {
+                Box::new(self.processors.iter())
+            };
+        for processor in candidates {
             if let Some(suffix) = processor.handles(topic) {
                 return processor.render(envelope, topic, suffix, now, &self.stats);
             }

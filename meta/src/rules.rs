@@ -205,6 +205,135 @@ impl TopicTest {
     }
 }
 
+/// The `macros` of a processor, split per macro so that a template imports
+/// only the macros it uses: importing a module runs every definition in it,
+/// and that was a quarter of the rendering time when every template
+/// imported all of them.
+struct MacroModules {
+    /// `(name, definition, names of the other macros it calls)`, or `None`
+    /// when the text is not only macro definitions (then a template that
+    /// mentions `m` imports all of it).
+    macros: Option<Vec<(String, String, Vec<String>)>>,
+    /// Whether there are macros at all.
+    any: bool,
+}
+
+/// A macro definition (not nested: a text with nested definitions is not
+/// split).
+static MACRO_DEF: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
+    Regex::new(r"(?s)\{%[-+]?\s*macro\s+(\w+)\s*\(.*?\{%[-+]?\s*endmacro\s*[-+]?%\}")
+        .expect("a constant regex")
+});
+
+/// A use of the macros' namespace in a template.
+static M_USE: std::sync::LazyLock<Regex> =
+    std::sync::LazyLock::new(|| Regex::new(r"\bm\b(\.(\w+))?").expect("a constant regex"));
+
+impl MacroModules {
+    fn split(text: &str) -> MacroModules {
+        let any = !text.trim().is_empty();
+        let mut defs = Vec::new();
+        let mut rest = String::new();
+        let mut last = 0;
+        for found in MACRO_DEF.captures_iter(text) {
+            let (Some(whole), Some(name)) = (found.get(0), found.get(1)) else {
+                continue;
+            };
+            rest.push_str(&text[last..whole.start()]);
+            last = whole.end();
+            defs.push((name.as_str().to_owned(), whole.as_str().to_owned()));
+        }
+        rest.push_str(&text[last..]);
+        let nested = defs
+            .iter()
+            .any(|(_, def)| def.matches("endmacro").count() > 1);
+        if !rest.trim().is_empty() || nested {
+            return MacroModules { macros: None, any };
+        }
+        let names: Vec<String> = defs.iter().map(|(n, _)| n.clone()).collect();
+        let macros = defs
+            .into_iter()
+            .map(|(name, def)| {
+                let calls = names
+                    .iter()
+                    .filter(|other| **other != name && mentions(&def, other))
+                    .cloned()
+                    .collect();
+                (name, def, calls)
+            })
+            .collect();
+        MacroModules {
+            macros: Some(macros),
+            any,
+        }
+    }
+
+    /// The name of the module `source` imports as `m` (added to `env` on
+    /// first use), or `None` when it uses no macro.
+    fn module_for(&self, source: &str, env: &mut Environment<'static>) -> Option<String> {
+        if !self.any {
+            return None;
+        }
+        let uses: Vec<Option<&str>> = M_USE
+            .captures_iter(source)
+            .map(|c| c.get(2).map(|m| m.as_str()))
+            .collect();
+        if uses.is_empty() {
+            return None;
+        }
+        let macros = match &self.macros {
+            // `m` on its own (passed along, subscripted): all of them.
+            Some(macros) if uses.iter().all(Option::is_some) => macros,
+            _ => return Some("macros".to_owned()),
+        };
+        // The macros used and those they call, in definition order.
+        let mut wanted: Vec<&str> = uses.into_iter().flatten().collect();
+        let mut i = 0;
+        while let Some(name) = wanted.get(i).copied() {
+            if let Some((_, _, calls)) = macros.iter().find(|(n, _, _)| n == name) {
+                for call in calls {
+                    if !wanted.contains(&call.as_str()) {
+                        wanted.push(call);
+                    }
+                }
+            }
+            i += 1;
+        }
+        let chosen: Vec<&(String, String, Vec<String>)> = macros
+            .iter()
+            .filter(|(n, _, _)| wanted.contains(&n.as_str()))
+            .collect();
+        if chosen.len() == macros.len() {
+            return Some("macros".to_owned());
+        }
+        let name = format!(
+            "macros:{}",
+            chosen
+                .iter()
+                .map(|(n, _, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        if env.get_template(&name).is_err() {
+            let text: String = chosen.iter().map(|(_, def, _)| def.as_str()).collect();
+            // Each definition compiled as part of the whole; alone it can
+            // only fail if the split was wrong, and then the whole is used.
+            if env.add_template_owned(name.clone(), text).is_err() {
+                return Some("macros".to_owned());
+            }
+        }
+        Some(name)
+    }
+}
+
+/// Whether `text` mentions the identifier `name` as a whole word.
+fn mentions(text: &str, name: &str) -> bool {
+    text.match_indices(name).any(|(at, _)| {
+        let word = |c: char| c.is_alphanumeric() || c == '_';
+        !text[..at].ends_with(word) && !text[at + name.len()..].starts_with(word)
+    })
+}
+
 /// One field's compiled template(s): names in the processor's environment.
 #[derive(Debug, Clone)]
 enum Compiled {
@@ -307,6 +436,7 @@ impl Processor {
             env.add_template_owned("macros", macros.clone())
                 .map_err(|e| error(macros_line + e.line().unwrap_or(1) - 1, e.to_string()))?;
         }
+        let modules = MacroModules::split(&macros);
 
         let mut tests = Vec::with_capacity(parsed.when.len() + 1);
         let mut sources: Vec<&Templates> = Vec::with_capacity(parsed.when.len() + 1);
@@ -367,10 +497,9 @@ impl Processor {
                 let mut names = Vec::with_capacity(texts.len());
                 for (n, source) in texts.iter().enumerate() {
                     let name = format!("{field}.{index}.{n}");
-                    let full = if macros.is_empty() {
-                        (*source).to_owned()
-                    } else {
-                        format!("{{% import \"macros\" as m %}}{source}")
+                    let full = match modules.module_for(source, &mut env) {
+                        Some(module) => format!("{{% import {module:?} as m %}}{source}"),
+                        None => (*source).to_owned(),
                     };
                     env.add_template_owned(name.clone(), full).map_err(|e| {
                         error(line + e.line().unwrap_or(1) - 1, format!("{field}: {e}"))
@@ -432,6 +561,11 @@ impl Processor {
     /// fedmsg's `__obj__`: what its messages are about.
     pub fn object(&self) -> &str {
         &self.object
+    }
+
+    /// The regular expression of the topics the processor handles.
+    pub(crate) fn pattern(&self) -> &Regex {
+        &self.pattern
     }
 
     /// What follows the processor's name in `topic` (without the dot), when
@@ -640,6 +774,56 @@ packages = ["{{ msg.pkg }}", "{{ msg.missing }}"]
         );
         assert_eq!(r.subtitle, "generic other");
         assert_eq!(r.link.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn templates_import_only_the_macros_they_use() {
+        let macros = r#"
+{% macro inner(v) %}<{{ v }}>{% endmacro %}
+{% macro outer(v) %}{{ inner(v) }}!{% endmacro %}
+{% macro other() %}{{ msg.missing }}{% endmacro %}
+"#;
+        let modules = MacroModules::split(macros);
+        let mut env = Environment::new();
+        env.add_template_owned("macros", macros.to_owned()).unwrap();
+        assert_eq!(modules.module_for("{{ msg.a }}", &mut env), None);
+        // `outer` calls `inner`: both, not `other`.
+        assert_eq!(
+            modules
+                .module_for("{{ m.outer(msg.a) }}", &mut env)
+                .as_deref(),
+            Some("macros:inner,outer")
+        );
+        assert!(env.get_template("macros:inner,outer").is_ok());
+        // `m` on its own: everything.
+        assert_eq!(
+            modules
+                .module_for("{{ m['outer'](1) }}", &mut env)
+                .as_deref(),
+            Some("macros")
+        );
+        // Not only definitions: everything.
+        let mixed = MacroModules::split("{% set x = 1 %}{% macro a() %}{% endmacro %}");
+        assert_eq!(
+            mixed.module_for("{{ m.a() }}", &mut env).as_deref(),
+            Some("macros")
+        );
+        let rules = format!(
+            "[processor]\nname = \"mac\"\nmacros = '''{macros}'''\n[fields]\nsubtitle = \"{{{{ m.outer(msg.a) }}}}\"\nlink = \"{{{{ m.other() }}}}\"\n"
+        );
+        let p = Processor::parse("mac.toml", &rules, PREFIX).unwrap();
+        let stats = MetaStats::default();
+        let env = json!({"topic": "org.fedoraproject.prod.mac", "msg": {"a": 1}});
+        let r = p.render(
+            &Arc::new(env),
+            "org.fedoraproject.prod.mac",
+            "",
+            0.0,
+            &stats,
+        );
+        assert_eq!(r.subtitle, "<1>!");
+        assert_eq!(r.link.as_deref(), Some(""), "a failing macro: the default");
+        assert_eq!(stats.failures(), 1);
     }
 
     #[test]
