@@ -150,7 +150,10 @@ impl Pipeline {
             }
         };
         Ok(Pipeline {
-            limits: Limits { max_message_size },
+            limits: Limits {
+                max_message_size,
+                ..Limits::default()
+            },
             stats,
             mode,
         })

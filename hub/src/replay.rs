@@ -120,6 +120,7 @@ impl LiveReplayOptions {
             hold_capacity: config.plugin_queue_capacity,
             limits: Limits {
                 max_message_size: config.max_message_size,
+                ..Limits::default()
             },
             verifier,
             ingest,

@@ -18,6 +18,7 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use crate::crypto::Rejection;
 use crate::delivery::{Delivery, Source};
 use crate::envelope::scan;
+use crate::peer_text::for_log;
 use crate::ratelimit::LogLimiter;
 
 /// Why a message never reached a plugin.
@@ -31,6 +32,10 @@ pub enum Reject {
     BodyNotUtf8,
     /// The body is larger than `max_message_size`.
     TooLarge(usize),
+    /// The topic frame is longer than [`Limits::max_topic_len`].
+    TopicTooLong(usize),
+    /// The envelope's `msg_id` is longer than [`Limits::max_msg_id_len`].
+    MsgIdTooLong(usize),
     /// The body is not JSON at all.
     NotJson(String),
     /// The body is JSON, but not an object.
@@ -54,6 +59,8 @@ impl Reject {
             Reject::TopicNotUtf8 => "topic_not_utf8",
             Reject::BodyNotUtf8 => "body_not_utf8",
             Reject::TooLarge(_) => "too_large",
+            Reject::TopicTooLong(_) => "topic_too_long",
+            Reject::MsgIdTooLong(_) => "msg_id_too_long",
             Reject::NotJson(_) => "not_json",
             Reject::NotObject => "not_object",
             Reject::NoTopic => "no_topic",
@@ -69,12 +76,27 @@ impl fmt::Display for Reject {
             Reject::TopicNotUtf8 => f.write_str("topic frame is not valid UTF-8"),
             Reject::BodyNotUtf8 => f.write_str("body frame is not valid UTF-8"),
             Reject::TooLarge(n) => write!(f, "body of {n} bytes exceeds max_message_size"),
+            Reject::TopicTooLong(n) => write!(
+                f,
+                "topic of {n} bytes exceeds the limit of {}",
+                Limits::default().max_topic_len
+            ),
+            Reject::MsgIdTooLong(n) => write!(
+                f,
+                "msg_id of {n} bytes exceeds the limit of {}",
+                Limits::default().max_msg_id_len
+            ),
             Reject::NotJson(e) => write!(f, "body is not JSON: {e}"),
             Reject::NotObject => f.write_str("body is JSON but not an object"),
             Reject::NoTopic => f.write_str("envelope has no string \"topic\""),
-            Reject::TopicMismatch { frame, envelope } => {
-                write!(f, "topic frame {frame:?} != envelope topic {envelope:?}")
-            }
+            // Both topics are the peer's: escaped and cut (one 5 MB topic
+            // must not become a 5 MB log line).
+            Reject::TopicMismatch { frame, envelope } => write!(
+                f,
+                "topic frame {:?} != envelope topic {:?}",
+                for_log(frame),
+                for_log(envelope)
+            ),
         }
     }
 }
@@ -84,12 +106,21 @@ impl fmt::Display for Reject {
 pub struct Limits {
     /// Largest accepted body in bytes.
     pub max_message_size: usize,
+    /// Longest accepted topic in bytes. Real topics are under 200 bytes;
+    /// the topic is kept per message in queues, logs and the status file.
+    pub max_topic_len: usize,
+    /// Longest accepted `msg_id` in bytes. fedmsg's are `<year>-<uuid>`
+    /// (41 bytes); the id is kept in the de-duplication window and the
+    /// status file, so an unbounded one let 150 messages take gigabytes.
+    pub max_msg_id_len: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_message_size: 64 * 1024 * 1024,
+            max_topic_len: 1024,
+            max_msg_id_len: 256,
         }
     }
 }
@@ -162,10 +193,18 @@ pub fn classify(
     if body.len() > limits.max_message_size {
         return Err(Reject::TooLarge(body.len()));
     }
+    if topic.len() > limits.max_topic_len {
+        return Err(Reject::TopicTooLong(topic.len()));
+    }
     let topic = String::from_utf8(topic).map_err(|_| Reject::TopicNotUtf8)?;
     let body = String::from_utf8(body).map_err(|_| Reject::BodyNotUtf8)?;
     let head = parse_head(&body)?;
     let envelope_topic = head.topic.ok_or(Reject::NoTopic)?;
+    if let Some(id) = &head.msg_id {
+        if id.len() > limits.max_msg_id_len {
+            return Err(Reject::MsgIdTooLong(id.len()));
+        }
+    }
     if envelope_topic != topic {
         return Err(Reject::TopicMismatch {
             frame: topic,
@@ -318,9 +357,9 @@ impl IngestStats {
             };
             tracing::warn!(
                 reason,
-                msg_id = delivery.msg_id.as_deref().unwrap_or(""),
-                topic = %delivery.topic,
-                signer,
+                msg_id = %for_log(delivery.msg_id.as_deref().unwrap_or("")),
+                topic = %for_log(&delivery.topic),
+                signer = %for_log(signer),
                 endpoint = %delivery.source.url,
                 suppressed,
                 "invalid message: {rejection}"
@@ -449,9 +488,35 @@ mod tests {
     fn rejects_oversized_bodies_before_parsing() {
         let limits = Limits {
             max_message_size: 8,
+            ..Limits::default()
         };
         let err = classify(frames(&[b"t", b"{\"topic\":\"t\"}"]), &source(), &limits).unwrap_err();
         assert_eq!(err, Reject::TooLarge(13));
+    }
+
+    #[test]
+    fn caps_topic_and_msg_id_length() {
+        let limits = Limits::default();
+        let long_topic = "t".repeat(limits.max_topic_len + 1);
+        let body = format!("{{\"topic\":\"{long_topic}\"}}");
+        let err = classify_parts(&[long_topic.as_bytes(), body.as_bytes()]).unwrap_err();
+        assert_eq!(err, Reject::TopicTooLong(limits.max_topic_len + 1));
+        let long_id = "i".repeat(4 * 1024 * 1024);
+        let body = format!("{{\"topic\":\"t\",\"msg_id\":\"{long_id}\"}}");
+        let err = classify_parts(&[b"t", body.as_bytes()]).unwrap_err();
+        assert_eq!(err.reason(), "msg_id_too_long");
+        let ok_id = "i".repeat(limits.max_msg_id_len);
+        let body = format!("{{\"topic\":\"t\",\"msg_id\":\"{ok_id}\"}}");
+        assert!(classify_parts(&[b"t", body.as_bytes()]).is_ok());
+    }
+
+    #[test]
+    fn a_mismatch_shows_bounded_escaped_topics() {
+        let frame = format!("a\nforged line{}", "x".repeat(1000));
+        let err = classify_parts(&[frame.as_bytes(), b"{\"topic\":\"u\"}"]).unwrap_err();
+        let shown = err.to_string();
+        assert!(!shown.contains('\n'), "{shown}");
+        assert!(shown.len() < 400, "{}", shown.len());
     }
 
     #[test]

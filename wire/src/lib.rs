@@ -34,5 +34,6 @@ pub mod report;
 // Support.
 pub mod localtime;
 pub mod logging;
+pub mod peer_text;
 pub mod ratelimit;
 pub mod shutdown;

@@ -134,6 +134,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     }
     let limits = Limits {
         max_message_size: config.max_message_size,
+        ..Limits::default()
     };
     subscriber.run(&stop, |source, frames| {
         if !printer.handle(source, frames, &limits) {
