@@ -258,6 +258,13 @@ pub struct StatusFile {
     cap_warned: bool,
 }
 
+/// How far past the local clock a finished message may move the position.
+/// A publisher's clock a little ahead is normal; a timestamp of 2100 (one
+/// message, signed or not) would otherwise move `resume_from` to 2100, and
+/// every later catch-up would ask datagrepper for the future and recover
+/// nothing, on every restart.
+pub const MAX_FUTURE_SECS: i64 = 10;
+
 impl StatusFile {
     /// Opens (creating `dir` if needed) the status file of `plugin` with
     /// default options. See [`StatusFile::open_with`].
@@ -339,13 +346,34 @@ impl StatusFile {
 
     /// Records that the plugin finished `delivery` (whose `seq_id`, when it
     /// came from a sender with replay, is `seq_id`).
-    pub fn record_delivery(&mut self, delivery: &Delivery, seq_id: Option<u64>) {
-        self.record_finished(Finished::from_delivery(delivery, seq_id));
+    /// True when the timestamp was clamped ([`StatusFile::record_finished`]).
+    pub fn record_delivery(&mut self, delivery: &Delivery, seq_id: Option<u64>) -> bool {
+        self.record_finished(Finished::from_delivery(delivery, seq_id))
     }
 
     /// Records one finished message. Call it only after `consume` returned.
-    pub fn record_finished(&mut self, finished: Finished<'_>) {
+    /// True when its timestamp lay more than [`MAX_FUTURE_SECS`] ahead of
+    /// the local clock and the position used the clock instead (the caller
+    /// counts it).
+    pub fn record_finished(&mut self, mut finished: Finished<'_>) -> bool {
         self.dirty = true;
+        let latest = now_second().saturating_add(MAX_FUTURE_SECS);
+        let mut clamped = false;
+        if let Some(second) = finished.timestamp.and_then(epoch_second) {
+            if second > latest {
+                clamped = true;
+                if let Some(suppressed) = FUTURE_LOG.check() {
+                    tracing::warn!(
+                        plugin = %self.plugin,
+                        msg_id = %fedmsg_wire::peer_text::for_log(finished.msg_id.unwrap_or("")),
+                        timestamp = second,
+                        suppressed,
+                        "message timestamp far in the future: the status position uses the local clock instead"
+                    );
+                }
+                finished.timestamp = Some(latest as f64);
+            }
+        }
         if let Some(id) = finished.msg_id {
             self.position.msg_id = Some(id.to_owned());
         }
@@ -360,6 +388,7 @@ impl StatusFile {
         if let Some(second) = finished.timestamp.and_then(epoch_second) {
             self.record_second(finished.msg_id, second);
         }
+        clamped
     }
 
     fn record_second(&mut self, msg_id: Option<&str>, second: i64) {
@@ -581,6 +610,10 @@ fn write_atomically(dir: &Path, tmp: &Path, path: &Path, bytes: &[u8]) -> io::Re
     File::open(dir)?.sync_all()
 }
 
+/// One warning per minute about clamped timestamps (a peer chooses them).
+static FUTURE_LOG: fedmsg_wire::ratelimit::LogLimiter =
+    fedmsg_wire::ratelimit::LogLimiter::new(std::time::Duration::from_secs(60));
+
 /// The epoch second of a timestamp (floor), `None` when not finite or out
 /// of range.
 pub fn epoch_second(timestamp: f64) -> Option<i64> {
@@ -611,6 +644,31 @@ mod tests {
             timestamp: Some(ts),
             seq: None,
         });
+    }
+
+    #[test]
+    fn a_far_future_timestamp_cannot_move_the_position_past_the_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut file, _) = StatusFile::open_with(dir.path(), "p", opts(2)).unwrap();
+        let hostile = Finished {
+            msg_id: Some("hostile"),
+            timestamp: Some(4_102_444_800.0),
+            seq: None,
+        };
+        assert!(file.record_finished(hostile), "counted as clamped");
+        let latest = now_second() + MAX_FUTURE_SECS;
+        let from = file.position().resume_from.unwrap();
+        assert!(from <= latest, "resume_from {from} past {latest}");
+        assert!(file.position().timestamp.unwrap() <= latest as f64 + 1.0);
+        // A timestamp a little ahead (publisher clock skew) is kept.
+        let ahead = (now_second() + 3) as f64;
+        let skewed = Finished {
+            msg_id: Some("skewed"),
+            timestamp: Some(ahead),
+            seq: None,
+        };
+        assert!(!file.record_finished(skewed));
+        assert_eq!(file.position().timestamp, Some(ahead));
     }
 
     #[test]

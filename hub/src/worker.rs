@@ -59,6 +59,9 @@ pub struct PluginStats {
     pub last_processing_us: AtomicU64,
     /// Messages skipped because the plugin already had them (`dedup_window`).
     pub duplicates: AtomicU64,
+    /// Messages stamped far in the future, whose time the status position
+    /// did not take.
+    pub future_timestamps: AtomicU64,
     /// Set once the plugin has been disabled for panicking too often.
     pub disabled: AtomicBool,
     pub(crate) queue_full_log: LogLimiter,
@@ -82,6 +85,7 @@ impl PluginStats {
             panics: load(&self.panics),
             dropped: load(&self.dropped),
             duplicates: load(&self.duplicates),
+            future_timestamps: load(&self.future_timestamps),
         }
     }
 }
@@ -260,7 +264,9 @@ impl Worker {
         // Recorded whatever the outcome: a failed or panicked message is not
         // retried, so it is "finished" for the position too.
         if let Some(status) = self.status.as_mut() {
-            status.record_delivery(delivery, delivery.seq_id);
+            if status.record_delivery(delivery, delivery.seq_id) {
+                self.stats.future_timestamps.fetch_add(1, Ordering::Relaxed);
+            }
         }
         self.flush_status(false);
     }

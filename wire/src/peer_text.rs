@@ -50,12 +50,7 @@ impl fmt::Display for ForLog<'_> {
         let text = self.0;
         match text.char_indices().nth(LOG_MAX_CHARS) {
             None => f.write_str(&escape(text)),
-            Some((cut, _)) => write!(
-                f,
-                "{}… ({} bytes)",
-                escape(&text[..cut]),
-                text.len()
-            ),
+            Some((cut, _)) => write!(f, "{}… ({} bytes)", escape(&text[..cut]), text.len()),
         }
     }
 }

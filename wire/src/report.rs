@@ -98,6 +98,9 @@ pub struct Counters {
     pub dropped: u64,
     /// Skipped as already delivered (`dedup_window`).
     pub duplicates: u64,
+    /// Stamped more than a few seconds in the future: delivered, but the
+    /// status position used the local clock instead of their timestamp.
+    pub future_timestamps: u64,
 }
 
 impl Counters {
@@ -110,6 +113,9 @@ impl Counters {
             panics: self.panics.saturating_sub(earlier.panics),
             dropped: self.dropped.saturating_sub(earlier.dropped),
             duplicates: self.duplicates.saturating_sub(earlier.duplicates),
+            future_timestamps: self
+                .future_timestamps
+                .saturating_sub(earlier.future_timestamps),
         }
     }
 }

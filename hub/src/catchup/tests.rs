@@ -604,3 +604,23 @@ fn a_position_without_time_cannot_start() {
     .unwrap();
     assert_eq!(catch_up.start(), 99);
 }
+
+#[test]
+fn a_position_in_the_future_starts_the_catch_up_at_the_end() {
+    // A status file from before positions were bounded by the clock: a
+    // message stamped 2100 moved `resume_from` there.
+    let position = Position {
+        resume_from: Some(4_102_444_800),
+        ..Position::default()
+    };
+    let catch_up = CatchUp::new(
+        "http://127.0.0.1:1/raw",
+        &position,
+        1_000,
+        TopicFilter::new(&["*"], false),
+        CatchUpOptions::default(),
+        Stop::new(),
+    )
+    .unwrap();
+    assert_eq!((catch_up.start(), catch_up.end()), (1_000, 1_000));
+}

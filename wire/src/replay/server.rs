@@ -157,17 +157,13 @@ impl ReplayServer {
     }
 }
 
-/// The address to bind for a configured replay endpoint: the host of a
-/// `tcp://` URL becomes `*` (upstream binds `tcp://*:<port>`); other
-/// transports (`ipc://`, `inproc://`) are used as they are.
+/// The address to bind for a configured replay endpoint: the rule of every
+/// endpoint we bind ([`crate::publish::bind_address`]). Upstream bound
+/// `tcp://*:<port>` whatever the URL said, which put a replay endpoint
+/// configured on loopback on every interface; an IP literal is now bound as
+/// written and only a host name becomes `*`.
 pub fn bind_address(url: &str) -> String {
-    match url
-        .strip_prefix("tcp://")
-        .and_then(|rest| rest.rsplit_once(':'))
-    {
-        Some((_, port)) => format!("tcp://*:{port}"),
-        None => url.to_owned(),
-    }
+    crate::publish::bind_address(url)
 }
 
 /// Answers one request (all its frames) from `store`: the reply frames and

@@ -289,10 +289,10 @@ fn binding_a_taken_address_is_an_error() {
 }
 
 #[test]
-fn bind_address_uses_every_interface_like_upstream() {
+fn bind_address_keeps_a_loopback_endpoint_on_loopback() {
     assert_eq!(bind_address("tcp://hub.example.org:4002"), "tcp://*:4002");
-    assert_eq!(bind_address("tcp://127.0.0.1:4002"), "tcp://*:4002");
-    assert_eq!(bind_address("tcp://[::1]:4002"), "tcp://*:4002");
+    assert_eq!(bind_address("tcp://127.0.0.1:4002"), "tcp://127.0.0.1:4002");
+    assert_eq!(bind_address("tcp://[::1]:4002"), "tcp://[::1]:4002");
     assert_eq!(
         bind_address("ipc:///run/replay.sock"),
         "ipc:///run/replay.sock"
