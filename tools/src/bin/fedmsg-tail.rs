@@ -16,6 +16,7 @@ use fedmsg_wire::crypto::{Verdict, Verifier, VerifierSettings};
 use fedmsg_wire::delivery::{Delivery, Source};
 use fedmsg_wire::ingest::{self, Limits};
 use fedmsg_wire::localtime;
+use fedmsg_wire::peer_text;
 use fedmsg_wire::ratelimit::LogLimiter;
 use fedmsg_wire::shutdown::{self, Stop};
 use fedmsg_wire::transport::{SubscribeOptions, Subscriber};
@@ -90,6 +91,11 @@ struct Args {
     /// Do not check signatures, whatever `validate_signatures` says.
     #[arg(long)]
     no_validate: bool,
+    /// Write control characters of topics and payloads as they are. By
+    /// default they are shown escaped (`\u{1b}`), so a message cannot
+    /// drive the terminal (ESC sequences, BEL) or forge lines.
+    #[arg(long)]
+    raw: bool,
 }
 
 fn main() -> ExitCode {
@@ -187,6 +193,8 @@ struct Printer {
     verifier: Option<Verifier>,
     out: std::io::BufWriter<std::io::Stdout>,
     bad_log: LogLimiter,
+    /// `--raw`: no escaping of control characters.
+    raw: bool,
 }
 
 impl Printer {
@@ -241,6 +249,7 @@ impl Printer {
             verifier,
             out: std::io::BufWriter::new(std::io::stdout()),
             bad_log: LogLimiter::default(),
+            raw: args.raw,
         })
     }
 
@@ -284,8 +293,8 @@ impl Printer {
                 Verdict::Invalid(rejection) => {
                     eprintln!(
                         "!! invalid message received: {rejection} (topic {}, msg_id {})",
-                        delivery.topic,
-                        delivery.msg_id.as_deref().unwrap_or("-")
+                        peer_text::for_log(&delivery.topic),
+                        peer_text::for_log(delivery.msg_id.as_deref().unwrap_or("-"))
                     );
                     return true;
                 }
@@ -305,10 +314,38 @@ impl Printer {
             signer.as_deref(),
             rendering.as_ref(),
         );
+        let text = if self.raw {
+            Cow::Owned(text)
+        } else {
+            for_terminal(&self.format, text)
+        };
         writeln!(self.out, "{text}")
             .and_then(|()| self.out.flush())
             .is_ok()
     }
+}
+
+/// `text` with the control characters a message brought escaped: all of
+/// them for the one-line formats, all but the line breaks of the layout for
+/// the multi-line ones (JSON strings cannot hold a raw line break, so every
+/// one in `--pretty` output is the layout's; a topic's would be escaped by
+/// `escape` in the one-line formats that print it).
+fn for_terminal(format: &Format, text: String) -> Cow<'static, str> {
+    let multi_line = matches!(format, Format::Pretty | Format::ReallyPretty { .. });
+    if !multi_line {
+        return Cow::Owned(peer_text::escape(&text).into_owned());
+    }
+    // The ANSI colours of `--really-pretty` are ours: there the message's
+    // strings were escaped before colouring (`write_coloured`).
+    if matches!(format, Format::ReallyPretty { colour: true }) {
+        return Cow::Owned(text);
+    }
+    let escaped: String = text
+        .split('\n')
+        .map(|line| peer_text::escape(line).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n");
+    Cow::Owned(escaped)
 }
 
 /// The text printed for one message (without the final newline).
@@ -426,7 +463,8 @@ fn write_coloured(value: &Value, depth: usize, out: &mut String) {
             out.push_str("{\n");
             for (i, (key, item)) in map.iter().enumerate() {
                 out.push_str(&pad(depth + 1));
-                out.push_str(&format!("{KEY}{}{RESET}: ", Value::String(key.clone())));
+                let key = Value::String(key.clone()).to_string();
+                out.push_str(&format!("{KEY}{}{RESET}: ", peer_text::escape(&key)));
                 write_coloured(item, depth + 1, out);
                 out.push_str(if i + 1 < map.len() { ",\n" } else { "\n" });
             }
@@ -443,7 +481,12 @@ fn write_coloured(value: &Value, depth: usize, out: &mut String) {
             out.push_str(&pad(depth));
             out.push(']');
         }
-        Value::String(_) => out.push_str(&format!("{STRING}{value}{RESET}")),
+        // JSON escapes C0 controls but not DEL or C1 (0x9b is CSI, ESC [
+        // on some terminals): escaped too, since ESC is ours here.
+        Value::String(_) => out.push_str(&format!(
+            "{STRING}{}{RESET}",
+            peer_text::escape(&value.to_string())
+        )),
         Value::Number(_) => out.push_str(&format!("{NUMBER}{value}{RESET}")),
         Value::Bool(_) | Value::Null => out.push_str(&format!("{LITERAL}{value}{RESET}")),
         // Empty object or array.
@@ -543,6 +586,51 @@ mod tests {
             .replace(LITERAL, "")
             .replace(RESET, "");
         assert_eq!(stripped, plain);
+    }
+
+    #[test]
+    fn control_characters_of_a_message_never_reach_the_terminal() {
+        // ESC [2J clears the screen; BEL rings; 0x9b is CSI; \n forges lines.
+        let body = json!({"topic": "org.fedoraproject.dev.logger.log\n\u{1b}[2J",
+                          "msg": {"log": "hi\u{7}\u{1b}]0;pwned\u{7}\u{9b}31m"}});
+        let d = delivery(&body);
+        for format in [
+            Format::Default,
+            Format::Json,
+            Format::Pretty,
+            Format::ReallyPretty { colour: false },
+            Format::Terse,
+            Format::Query(vec!["msg.log".into(), "topic".into()]),
+        ] {
+            let text = render(&format, &d, body.clone(), None, None);
+            let shown = for_terminal(&format, text);
+            assert!(
+                !shown.contains(['\u{1b}', '\u{7}', '\u{9b}']),
+                "{format:?}: {shown:?}"
+            );
+        }
+        // Colours are ours; the message's own controls are still escaped.
+        let shown = for_terminal(
+            &Format::ReallyPretty { colour: true },
+            render(
+                &Format::ReallyPretty { colour: true },
+                &d,
+                body.clone(),
+                None,
+                None,
+            ),
+        );
+        assert!(shown.contains("\u{1b}[32m"), "our colours stay");
+        assert!(
+            !shown.contains("\u{1b}]0;") && !shown.contains('\u{9b}'),
+            "{shown:?}"
+        );
+        // One-line formats stay one line.
+        let shown = for_terminal(
+            &Format::Default,
+            render(&Format::Default, &d, body, None, None),
+        );
+        assert!(!shown.contains('\n'), "{shown:?}");
     }
 
     #[test]
