@@ -8,7 +8,8 @@ use openssl::rsa::Rsa;
 
 use super::{lock, Rejection};
 
-/// SHA-256 of a `certificate` field's bytes.
+/// SHA-256 of a decoded `certificate` field (the PEM text), so that the
+/// same certificate wrapped differently is one entry.
 pub(crate) type CertKey = [u8; 32];
 
 /// What is remembered about one certificate.

@@ -23,6 +23,13 @@ use crate::envelope::{self, scan};
 use crate::localtime::now_epoch as unix_now;
 use crate::ratelimit::LogLimiter;
 
+/// The largest `certificate` field accepted (base64 text). Real fedmsg
+/// certificates are about 2 kB; a chain of a few is under 8 kB.
+pub const MAX_CERTIFICATE_FIELD: usize = 16 * 1024;
+
+/// The largest public key accepted in a signing certificate, in bits.
+pub const MAX_KEY_BITS: u32 = 4096;
+
 /// Everything validation depends on. Field names follow fedmsg's config
 /// keys; the hub maps its configuration onto this.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -430,7 +437,21 @@ impl Verifier {
 
     /// The cached or freshly computed entry for a `certificate` field.
     fn certificate(&self, field: &str) -> Result<Arc<CertEntry>, Rejection> {
-        let key: CertKey = openssl::sha::sha256(field.as_bytes());
+        // Checked before any decoding: a field of hundreds of kB cost
+        // milliseconds per message (base64, PEM, a huge key) before its
+        // chain was refused, with no credentials needed.
+        if field.len() > MAX_CERTIFICATE_FIELD {
+            return Err(Rejection::BadCertificate(format!(
+                "certificate field of {} bytes exceeds the limit of {MAX_CERTIFICATE_FIELD}",
+                field.len()
+            )));
+        }
+        let pem = decode_base64_lenient(field.as_bytes())
+            .map_err(|e| Rejection::BadEncoding(format!("certificate: {e}")))?;
+        // Keyed on the decoded certificate: the same certificate with its
+        // base64 wrapped differently is the same entry, so re-wrapping
+        // cannot force a chain check per message.
+        let key: CertKey = openssl::sha::sha256(&pem);
         let snapshot = self.trust.snapshot();
         if let Err(rejection) = &snapshot.state {
             return Err(rejection.clone());
@@ -441,28 +462,34 @@ impl Verifier {
             return Ok(entry);
         }
         self.cache_misses.fetch_add(1, Ordering::Relaxed);
-        let entry = Arc::new(self.evaluate(field, snapshot, now)?);
+        let entry = Arc::new(self.evaluate(&pem, snapshot, now)?);
         self.cache.insert(key, Arc::clone(&entry));
         Ok(entry)
     }
 
-    /// Parses a certificate field and checks its chain, retrying once with
-    /// reloaded trust material if the rate limit allows.
+    /// Parses a decoded certificate field and checks its chain, retrying
+    /// once with reloaded trust material if the rate limit allows.
     fn evaluate(
         &self,
-        field: &str,
+        pem: &[u8],
         snapshot: Arc<TrustSnapshot>,
         now: i64,
     ) -> Result<CertEntry, Rejection> {
-        let pem = decode_base64_lenient(field.as_bytes())
-            .map_err(|e| Rejection::BadEncoding(format!("certificate: {e}")))?;
-        let leaf = X509::from_pem(&pem)
+        let leaf = X509::from_pem(pem)
             .map_err(|e| Rejection::BadCertificate(format!("not a PEM certificate: {e}")))?;
         let signer = first_common_name(&leaf)
             .ok_or_else(|| Rejection::BadCertificate("no subject CN".to_owned()))?;
         let public_key = leaf
             .public_key()
             .map_err(|e| Rejection::BadCertificate(format!("unreadable public key: {e}")))?;
+        // A verification costs the square of the key size: a 16,384-bit
+        // key is sixty times a 2,048-bit one, per message.
+        if public_key.bits() > MAX_KEY_BITS {
+            return Err(Rejection::BadCertificate(format!(
+                "a {}-bit key exceeds the limit of {MAX_KEY_BITS} bits",
+                public_key.bits()
+            )));
+        }
         let (snapshot, chain) = self.chain_verdict(snapshot, &leaf);
         let expires_at = match (&chain, &snapshot.state) {
             (Ok(()), Ok(store)) => asn1_to_epoch(leaf.not_after())

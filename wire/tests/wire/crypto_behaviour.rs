@@ -579,3 +579,70 @@ fn https_ca_is_downloaded_into_the_disk_cache() {
         "{r:?}"
     );
 }
+
+#[test]
+fn rewrapped_certificate_base64_is_the_same_cache_entry() {
+    let s = setup();
+    let signer = s.ca.signer("app01", 21, &rsa_key());
+    let verifier = Verifier::new(s.settings.clone());
+    let good = signed(&signer, message(1));
+    assert!(verifier.verify(&good).is_valid());
+    let misses = verifier.stats().cache_misses;
+    // The same certificate, its base64 wrapped at 64 columns instead of 76
+    // (and with a trailing space): still the one cached verdict.
+    let flat: String = good["certificate"]
+        .as_str()
+        .expect("certificate")
+        .split_whitespace()
+        .collect();
+    for width in [64, 60, 40] {
+        let mut rewrapped = String::new();
+        for chunk in flat.as_bytes().chunks(width) {
+            rewrapped.push_str(std::str::from_utf8(chunk).expect("ascii"));
+            rewrapped.push_str(" \n");
+        }
+        let mut message = good.clone();
+        message["certificate"] = json!(rewrapped);
+        assert!(verifier.verify(&message).is_valid(), "width {width}");
+    }
+    assert_eq!(verifier.stats().cache_misses, misses, "no new chain checks");
+}
+
+#[test]
+fn oversized_certificate_fields_and_keys_are_refused_before_any_work() {
+    let s = setup();
+    let signer = s.ca.signer("app01", 22, &rsa_key());
+    let verifier = Verifier::new(s.settings.clone());
+    let mut huge = signed(&signer, message(1));
+    let padded = format!(
+        "{}{}",
+        huge["certificate"].as_str().expect("certificate"),
+        "A\n".repeat(120_000)
+    );
+    huge["certificate"] = json!(padded);
+    let started = std::time::Instant::now();
+    for _ in 0..100 {
+        let r = rejection(verifier.verify(&huge));
+        assert!(
+            matches!(&r, Rejection::BadCertificate(why) if why.contains("exceeds")),
+            "{r:?}"
+        );
+    }
+    // Before: ~5-8 ms each (decoding and parsing 240 kB); now a length
+    // check. A loose bound, for a loaded machine.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(verifier.stats().cache_misses, 0, "never reached the cache");
+
+    // A key above 4,096 bits, from the right CA, is refused too.
+    let big_key = PKey::from_rsa(Rsa::generate(4160).expect("rsa")).expect("pkey");
+    let big = signed(&s.ca.signer("app01", 23, &big_key), message(2));
+    let r = rejection(verifier.verify(&big));
+    assert!(
+        matches!(&r, Rejection::BadCertificate(why) if why.contains("4160-bit")),
+        "{r:?}"
+    );
+}
