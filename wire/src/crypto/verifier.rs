@@ -559,7 +559,27 @@ impl Verifier {
                 Err(denied())
             };
         }
-        match topic.and_then(|t| self.settings.routing_policy.get(t)) {
+        let policy = &self.settings.routing_policy;
+        let exact = topic.and_then(|t| policy.get(t));
+        if exact.is_none() {
+            // Subscriptions match by prefix (zmq's rule, and a plugin's
+            // topic glob without `*`): a plugin that names the reserved
+            // topic `a.b.reserved` also receives `a.b.reservedx`. So a
+            // policy key guards the topics it prefixes too, where fedmsg
+            // checked only the exact topic and let `...reservedx` from any
+            // signer reach that plugin.
+            let guarding = topic.into_iter().flat_map(|t| {
+                policy
+                    .iter()
+                    .filter(move |(key, _)| t.starts_with(key.as_str()))
+            });
+            for (_, allowed) in guarding {
+                if !allowed.iter().any(|cn| cn == signer) {
+                    return Err(denied());
+                }
+            }
+        }
+        match exact {
             Some(allowed) if allowed.iter().any(|cn| cn == signer) => Ok(()),
             Some(_) => Err(denied()),
             None if self.settings.routing_nitpicky => Err(Rejection::PolicyUnderspecified {
@@ -569,8 +589,8 @@ impl Verifier {
             None => {
                 if let Some(suppressed) = self.policy_log.check() {
                     tracing::warn!(
-                        topic = topic.unwrap_or_default(),
-                        signer,
+                        topic = %crate::peer_text::for_log(topic.unwrap_or_default()),
+                        signer = %crate::peer_text::for_log(signer),
                         suppressed,
                         "no routing policy for topic; accepted because routing_nitpicky is false"
                     );

@@ -646,3 +646,42 @@ fn oversized_certificate_fields_and_keys_are_refused_before_any_work() {
         "{r:?}"
     );
 }
+
+#[test]
+fn a_policy_key_guards_the_topics_it_prefixes() {
+    let s = setup();
+    let reserved = "org.fedoraproject.dev.reserved.topic";
+    let settings = VerifierSettings {
+        routing_policy: [(reserved.to_owned(), vec!["app01".to_owned()])]
+            .into_iter()
+            .collect(),
+        ..s.settings.clone()
+    };
+    let verifier = Verifier::new(settings);
+    let allowed = s.ca.signer("app01", 31, &rsa_key());
+    let intruder = s.ca.signer("intruder", 32, &rsa_key());
+    let on = |topic: &str, signer: &Signer| {
+        let mut m = message(1);
+        m["topic"] = json!(topic);
+        verifier.verify(&signed(signer, m))
+    };
+    // A plugin subscribed to `reserved` also gets `reservedx` (prefix
+    // match): the intruder must not reach it through the longer topic.
+    let longer = format!("{reserved}x");
+    assert!(matches!(
+        rejection(on(&longer, &intruder)),
+        Rejection::Policy { .. }
+    ));
+    assert!(matches!(
+        rejection(on(&format!("{reserved}.sub"), &intruder)),
+        Rejection::Policy { .. }
+    ));
+    assert!(on(&longer, &allowed).is_valid());
+    assert!(matches!(
+        rejection(on(reserved, &intruder)),
+        Rejection::Policy { .. }
+    ));
+    // A topic the key does not prefix is not guarded by it.
+    assert!(on("org.fedoraproject.dev.reserved.topi", &intruder).is_valid());
+    assert!(on("org.fedoraproject.dev.other", &intruder).is_valid());
+}
