@@ -169,6 +169,27 @@ pub fn run(
     Ok(())
 }
 
+/// Counts as dropped what a worker still busy after the drain will never
+/// consume: its queue, and the message it is stuck on if it is stuck in
+/// `consume` (not, say, in its shutdown hook) (the worker itself
+/// counts its queue only when it gets to look at the deadline, which a
+/// plugin hung in `consume` never lets it do).
+fn abandon(worker: &WorkerHandle) {
+    // Taking the messages out (not only their number) means the worker,
+    // should it wake up, cannot consume one that is already counted.
+    let queued = worker.queue.try_iter().count() as u64;
+    let stuck = worker
+        .stats
+        .in_consume
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let dropped = queued + u64::from(stuck);
+    worker
+        .stats
+        .dropped
+        .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
+    tracing::warn!(plugin = %worker.name, dropped, "messages left unconsumed by a plugin stuck in consume");
+}
+
 /// Waits for the workers until `give_up_at` and takes the counters; a
 /// plugin stuck in `consume` past it is left behind (the process exits
 /// anyway).
@@ -178,7 +199,9 @@ fn join_workers(
     ingest: &IngestStats,
 ) -> StatsSnapshot {
     for worker in &workers {
-        worker.thread.wait_until(give_up_at);
+        if !worker.thread.wait_until(give_up_at) {
+            abandon(worker);
+        }
     }
     let stats = StatsSnapshot::of(ingest, &workers);
     for worker in workers {

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use fedmsg_wire::crypto::Verifier;
 use fedmsg_wire::delivery::Delivery;
+use fedmsg_wire::peer_text::for_log;
 use fedmsg_wire::ratelimit::LogLimiter;
 use fedmsg_wire::report::Counters;
 use fedmsg_wire::shutdown::{Stop, Thread};
@@ -64,6 +65,9 @@ pub struct PluginStats {
     pub future_timestamps: AtomicU64,
     /// Set once the plugin has been disabled for panicking too often.
     pub disabled: AtomicBool,
+    /// Set while `consume` runs: a worker abandoned at shutdown while this
+    /// is set loses the message it is on too.
+    pub in_consume: AtomicBool,
     pub(crate) queue_full_log: LogLimiter,
     error_log: LogLimiter,
 }
@@ -343,7 +347,9 @@ impl Worker {
 
     fn consume(&mut self, delivery: &Delivery) {
         let started = Instant::now();
+        self.stats.in_consume.store(true, Ordering::Relaxed);
         let outcome = self.instance.consume(delivery);
+        self.stats.in_consume.store(false, Ordering::Relaxed);
         let micros = started.elapsed().as_micros().min(u64::MAX as u128) as u64;
         self.stats
             .last_processing_us
@@ -358,7 +364,7 @@ impl Worker {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 self.stats.consecutive_panics.store(0, Ordering::Relaxed);
                 if let Some(suppressed) = self.stats.error_log.check() {
-                    tracing::warn!(plugin = %self.name, msg_id, topic = %delivery.topic, %error, suppressed, "consume failed");
+                    tracing::warn!(plugin = %self.name, msg_id = %for_log(msg_id), topic = %for_log(&delivery.topic), %error, suppressed, "consume failed");
                 }
             }
             ConsumeOutcome::Panicked(panic) => self.record_panic(msg_id, &delivery.topic, &panic),
@@ -372,7 +378,11 @@ impl Worker {
             .consecutive_panics
             .fetch_add(1, Ordering::Relaxed)
             + 1;
-        tracing::error!(plugin = %self.name, msg_id, topic, panic, in_a_row, "plugin panicked in consume");
+        // A message can make a plugin panic: as many log lines as such
+        // messages would let a publisher flood the log.
+        if let Some(suppressed) = self.stats.error_log.check() {
+            tracing::error!(plugin = %self.name, msg_id = %for_log(msg_id), topic = %for_log(topic), panic, in_a_row, suppressed, "plugin panicked in consume");
+        }
         if in_a_row >= self.max_consecutive_panics {
             self.stats.disabled.store(true, Ordering::Relaxed);
             tracing::error!(

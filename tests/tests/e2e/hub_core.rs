@@ -203,6 +203,27 @@ fn sigterm_drains_queued_messages_before_exit() -> Result<()> {
 }
 
 #[test]
+fn a_plugin_stuck_in_consume_at_shutdown_has_its_queue_counted_as_dropped() -> Result<()> {
+    let mut publisher = Publisher::bind()?;
+    // faulty takes a minute per message: stuck for the whole drain.
+    let sandbox = setup(&publisher, "sleep_ms = 60000\n")?;
+    let mut hub = Hub::start(&sandbox, &["--set", "shutdown_timeout=1"])?;
+    hub.wait_subscribed(&mut publisher)?;
+    for i in 0..20 {
+        publisher.send("t.x", &format!("m{i}"))?;
+    }
+    assert!(wait_until(WAIT, || lines(&sandbox, "tally").len() == 20));
+    let status = hub.terminate()?;
+    assert!(status.success(), "exit status {status}");
+    assert!(hub.log().contains("plugin still busy after the drain timeout"));
+    // One message in consume, 19 queued: all 20 on the books as dropped.
+    let faulty = hub.plugin_stats(FAULTY)?;
+    assert_eq!(faulty["dropped"], 20, "{faulty}");
+    assert_eq!(faulty["consumed"], 0, "{faulty}");
+    Ok(())
+}
+
+#[test]
 fn duplicates_are_dropped_and_the_position_is_recorded() -> Result<()> {
     let mut publisher = Publisher::bind()?;
     let sandbox = setup(&publisher, "")?;
