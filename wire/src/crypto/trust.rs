@@ -19,21 +19,23 @@ use super::verifier::VerifierSettings;
 use super::{lock, CryptoError, Rejection};
 use crate::localtime::now_epoch as unix_now;
 
-/// Where CA or CRL material comes from. Only `https://` means a download;
-/// everything else (`http://` included, as upstream) is a file path.
+/// Where CA or CRL material comes from: an `https://` or `http://` URL is
+/// downloaded (as fedmsg did; the shipped `ssl.toml` names URLs), anything
+/// else is a file path. (Reading `http://…` as a path made the hub refuse
+/// every signed message while `fedmsg-check` said OK.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
     /// A local file.
     File(PathBuf),
-    /// An `https://` URL.
-    Https(String),
+    /// An `https://` or `http://` URL.
+    Url(String),
 }
 
 impl Location {
     /// Classifies a configured location string.
     pub fn parse(location: &str) -> Self {
-        if location.starts_with("https://") {
-            Location::Https(location.to_owned())
+        if location.starts_with("https://") || location.starts_with("http://") {
+            Location::Url(location.to_owned())
         } else {
             Location::File(PathBuf::from(location))
         }
@@ -44,7 +46,7 @@ impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Location::File(path) => write!(f, "{}", path.display()),
-            Location::Https(url) => f.write_str(url),
+            Location::Url(url) => f.write_str(url),
         }
     }
 }
@@ -139,7 +141,7 @@ impl MaterialSpec<'_> {
             Location::File(path) => {
                 fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
             }
-            Location::Https(url) => self.load_url(url, fetcher),
+            Location::Url(url) => self.load_url(url, fetcher),
         }
     }
 
@@ -617,11 +619,11 @@ mod tests {
     fn locations() {
         assert_eq!(
             Location::parse("https://x/ca.crt"),
-            Location::Https("https://x/ca.crt".into())
+            Location::Url("https://x/ca.crt".into())
         );
         assert_eq!(
             Location::parse("http://x/ca.crt"),
-            Location::File("http://x/ca.crt".into())
+            Location::Url("http://x/ca.crt".into())
         );
         assert_eq!(
             Location::parse("/etc/pki/fedmsg/ca.crt"),

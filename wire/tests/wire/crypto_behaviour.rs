@@ -685,3 +685,58 @@ fn a_policy_key_guards_the_topics_it_prefixes() {
     assert!(on("org.fedoraproject.dev.reserved.topi", &intruder).is_valid());
     assert!(on("org.fedoraproject.dev.other", &intruder).is_valid());
 }
+
+/// Serves `body` to one GET on a loopback port (a bare HTTP/1.0 answer:
+/// enough for ureq, no dependency); join the thread to end it.
+fn serve_http(body: Vec<u8>) -> (String, std::thread::JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/ca.crt", listener.local_addr().expect("addr"));
+    let handle = std::thread::spawn(move || {
+        // One connection is all the verifier makes here; waited for at
+        // most 20 s, so a verifier that never asks cannot hang the test.
+        listener.set_nonblocking(true).expect("nonblocking");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let accepted = loop {
+            match listener.accept() {
+                Ok(pair) => break Some(pair),
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(_) => break None,
+            }
+        };
+        if let Some((mut stream, _)) = accepted {
+            let _ = stream.set_nonblocking(false);
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let head = format!(
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
+        }
+    });
+    (url, handle)
+}
+
+#[test]
+fn an_http_ca_location_is_downloaded_not_read_as_a_path() {
+    let s = setup();
+    let (url, server) = serve_http(s.ca.cert.to_pem().expect("pem"));
+    let settings = VerifierSettings {
+        ca_cert_location: url,
+        ..s.settings.clone()
+    };
+    let verifier = Verifier::new(settings);
+    let signer = s.ca.signer("app01", 41, &rsa_key());
+    assert_eq!(
+        verifier.verify(&signed(&signer, message(1))),
+        Verdict::Valid {
+            signer: "app01".into()
+        }
+    );
+    server.join().expect("server");
+}
