@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 pub mod bus;
+pub mod ircd;
 pub mod pg;
 
 /// How long any single wait may take before a test fails. Generous: tests
@@ -261,9 +262,15 @@ pub struct Hub {
 impl Hub {
     /// Starts the hub with the sandbox's config dir and `extra` arguments.
     pub fn start(sandbox: &Sandbox, extra: &[&str]) -> Result<Hub> {
+        Hub::start_binary(sandbox, "fedmsg-hub", extra)
+    }
+
+    /// Starts another hub binary of the workspace (`fedmsg-irc`) the same
+    /// way.
+    pub fn start_binary(sandbox: &Sandbox, name: &str, extra: &[&str]) -> Result<Hub> {
         let log = sandbox.path().join("hub.log");
         let stats = sandbox.path().join("stats.json");
-        let child = hub_command(sandbox)
+        let child = binary_command(sandbox, name)
             .arg("--stats-file")
             .arg(&stats)
             .args(extra)
@@ -300,6 +307,11 @@ impl Hub {
             "hub did not subscribe within {WAIT:?}; log:\n{}",
             self.log()
         )
+    }
+
+    /// The hub's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The hub's log so far.
@@ -368,7 +380,12 @@ impl Drop for Hub {
 /// A `fedmsg-hub` command reading only the sandbox's config, with no
 /// `FEDMSG_*` variables leaking in from the caller's environment.
 pub fn hub_command(sandbox: &Sandbox) -> Command {
-    let mut command = Command::new(binary("fedmsg-hub"));
+    binary_command(sandbox, "fedmsg-hub")
+}
+
+/// [`hub_command`] for another hub binary (`fedmsg-irc`).
+pub fn binary_command(sandbox: &Sandbox, name: &str) -> Command {
+    let mut command = Command::new(binary(name));
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("FEDMSG_") {
             command.env_remove(key);

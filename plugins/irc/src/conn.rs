@@ -55,6 +55,9 @@ const MAX_NICK_TRIES: usize = 10;
 /// this long without an answer.
 const CAP_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// How long lines wait for the channel modes after joining.
+const MODE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The IRC "real name" we register with.
 const REALNAME: &str = "fedmsg-hub IRC bot";
 
@@ -279,6 +282,8 @@ struct Session<'a> {
     last_received: Instant,
     pinged: bool,
     rejoin_at: Option<Instant>,
+    /// Joined and asked for the channel modes, lines held until the answer.
+    modes_asked: Option<Instant>,
     next_regain: Instant,
     buf: Vec<u8>,
     /// Dropping the rest of an over-long line.
@@ -300,6 +305,7 @@ impl<'a> Session<'a> {
             last_received: now,
             pinged: false,
             rejoin_at: None,
+            modes_asked: None,
             next_regain: now,
             buf: Vec::with_capacity(4096),
             discarding: false,
@@ -452,17 +458,16 @@ impl<'a> Session<'a> {
                 self.rejoin_at = None;
                 bump(&stats.joins);
                 tracing::info!(bot = %self.settings().label(), nick = %self.nick, "joined");
-                self.bot.link.update(|s| {
-                    s.joined = true;
-                    s.colours_blocked = false;
-                });
-                // The reply (324) says whether the channel is +c.
+                // Lines start once the reply (324) has said whether the
+                // channel is +c, so that the first ones are right too.
+                self.modes_asked = Some(Instant::now());
                 let channel = self.settings().channel.clone();
                 self.send("MODE", &[&channel], None)?;
             }
             "324" if self.is_our_channel(line.param(1)) => {
                 let blocked = mode_sets_c(line.param(2), false);
                 self.set_colours_blocked(blocked);
+                self.open_channel();
             }
             "MODE" if self.is_our_channel(line.param(0)) => {
                 let current = self.colours_blocked();
@@ -561,8 +566,16 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    /// The send thread may write to the channel now.
+    fn open_channel(&mut self) {
+        if self.joined && self.modes_asked.take().is_some() {
+            self.bot.link.update(|s| s.joined = true);
+        }
+    }
+
     fn left_channel(&mut self) {
         self.joined = false;
+        self.modes_asked = None;
         self.rejoin_at = Some(Instant::now() + self.settings().rejoin_delay);
         self.bot.link.update(|s| s.joined = false);
     }
@@ -673,6 +686,13 @@ impl<'a> Session<'a> {
             self.send("PING", &[], Some("fedmsg"))?;
         } else if silent < PING_AFTER {
             self.pinged = false;
+        }
+        if self
+            .modes_asked
+            .is_some_and(|at| now.duration_since(at) >= MODE_TIMEOUT)
+        {
+            // No answer about the modes: send anyway (with colours).
+            self.open_channel();
         }
         if !self.joined && self.rejoin_at.is_some_and(|at| now >= at) {
             self.rejoin_at = None;

@@ -141,6 +141,31 @@ impl OutQueue {
         }
     }
 
+    /// Puts back what [`pop`](Self::pop) returned (the send thread found
+    /// the channel gone meanwhile), in front, as if it had not been taken.
+    /// Returns how many entries that dropped (the item itself, when the
+    /// queue filled up meanwhile: it is the oldest).
+    pub fn unpop(&self, next: Next) -> u64 {
+        let mut state = self.lock();
+        if state.closed {
+            return 0;
+        }
+        match next {
+            Next::Skipped(n) => state.skipped += n,
+            Next::Item(item) => {
+                if state.items.len() >= self.capacity || state.bytes + item.bytes() > self.max_bytes
+                {
+                    state.skipped += 1;
+                    return 1;
+                }
+                state.bytes += item.bytes();
+                state.items.push_front(item);
+            }
+            Next::Timeout | Next::Closed => {}
+        }
+        0
+    }
+
     /// Entries waiting.
     pub fn len(&self) -> usize {
         self.lock().items.len()
@@ -190,6 +215,25 @@ mod tests {
         assert_eq!(topic(q.pop(Duration::ZERO)), "t9");
         assert!(matches!(q.pop(Duration::from_millis(1)), Next::Timeout));
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn unpop_puts_back_in_front() {
+        let q = OutQueue::new(2);
+        q.push(Item::new("a", "{}"));
+        q.push(Item::new("b", "{}"));
+        let a = q.pop(Duration::ZERO);
+        assert_eq!(q.unpop(a), 0);
+        assert_eq!(topic(q.pop(Duration::ZERO)), "a");
+        q.push(Item::new("c", "{}"));
+        let b = q.pop(Duration::ZERO);
+        q.push(Item::new("d", "{}"));
+        // Full meanwhile: b, the oldest, is dropped and counted.
+        assert_eq!(q.unpop(b), 1);
+        assert!(matches!(q.pop(Duration::ZERO), Next::Skipped(1)));
+        q.unpop(Next::Skipped(4));
+        assert!(matches!(q.pop(Duration::ZERO), Next::Skipped(4)));
+        assert_eq!(topic(q.pop(Duration::ZERO)), "c");
     }
 
     #[test]

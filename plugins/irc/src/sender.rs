@@ -90,9 +90,9 @@ pub fn run(bot: &BotShared, renderer: &Renderer) {
     let settings = &bot.settings;
     let mut last_sent: Option<Instant> = None;
     while !bot.stop.is_triggered() {
-        let Some(joined) = bot.link.wait_joined(POLL) else {
+        if bot.link.wait_joined(POLL).is_none() {
             continue;
-        };
+        }
         if let Some(due) = last_sent.map(|at| at + settings.line_rate) {
             let now = Instant::now();
             if now < due {
@@ -102,8 +102,16 @@ pub fn run(bot: &BotShared, renderer: &Renderer) {
         }
         let next = bot.queue.pop(POLL);
         // The wait may have been long: take the channel's state (+c, our
-        // nickname) as it is now.
-        let joined = bot.link.wait_joined(Duration::ZERO).unwrap_or(joined);
+        // nickname) as it is now, and if the bot is out of the channel
+        // (connection lost, kicked), put the message back for later.
+        let Some(joined) = bot.link.wait_joined(Duration::ZERO) else {
+            if matches!(next, Next::Closed) {
+                return;
+            }
+            let dropped = bot.queue.unpop(next);
+            crate::stats::add(&bot.stats.skipped, dropped);
+            continue;
+        };
         let (text, summary) = match next {
             Next::Closed => return,
             Next::Timeout => continue,

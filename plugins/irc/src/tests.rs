@@ -354,6 +354,8 @@ fn the_plugin_through_its_trait() {
     peer.send(":srv 001 fedmsg-bot :Welcome");
     peer.expect("JOIN #c");
     peer.send(":fedmsg-bot!u@h JOIN #c");
+    peer.expect("MODE #c");
+    peer.send(":srv 324 fedmsg-bot #c +");
     let body = body("x");
     plugin.consume(&Message::new(TOPIC, &body)).unwrap();
     assert_eq!(peer.expect("NOTICE"), "NOTICE #c :logger.log --  ");

@@ -8,5 +8,6 @@ mod datanommer;
 mod gateway;
 mod hub_core;
 mod interop_python;
+mod irc;
 mod replay;
 mod validation;
