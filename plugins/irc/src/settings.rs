@@ -453,6 +453,30 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_file_is_this_plugins_config() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../etc/fedmsg.d/ircbot.toml"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let value: serde_json::Value = toml::from_str(&text).unwrap();
+        let s = settings(value.clone()).unwrap();
+        let bot = &s.bots[0];
+        assert_eq!(bot.channel, "#my-fedmsg-channel");
+        assert!(bot.ssl && bot.ssl_verify && bot.make_pretty && bot.make_terse);
+        assert_eq!(bot.max_queue, 1000);
+        assert_eq!(s.colors["buildsys"], 8);
+        assert_eq!(s.shortener_url, None, "no default shortener");
+        // Shipped disabled: fedmsg-irc sets the key, fedmsg-hub needs it set.
+        assert!(
+            !fedmsg_plugin_api::PluginConfig::new(value, "fedmsg.consumers.ircbot")
+                .get::<bool>("enabled")
+                .unwrap()
+                .unwrap_or(false)
+        );
+    }
+
+    #[test]
     fn refusals_name_the_key() {
         let err = |global| settings(global).unwrap_err().to_string();
         assert!(
