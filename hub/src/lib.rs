@@ -40,6 +40,7 @@ mod stats;
 mod testing;
 
 pub use activate::{activate, activate_files, Activation, ActivePlugin, PluginFile, PluginState};
+pub use loader::{probe_main, PROBE_BINARY};
 pub use plugin_meta::PluginMeta;
 pub use publisher::HubPublisher;
 pub use run::{run, RunOptions};

@@ -18,6 +18,9 @@
 
 mod callbacks;
 mod compat;
+mod probe;
+
+pub use probe::{probe_main, PROBE_BINARY};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -81,6 +84,10 @@ pub enum LoadErrorKind {
     /// The plugin's module constructor failed.
     #[error("the plugin's root module failed to initialize: {0}")]
     Init(String),
+    /// Loading the file in a probe process crashed or hung it
+    /// ([`probe`]), so the hub did not load it.
+    #[error("refused without loading it: {0}")]
+    ProbeFailed(String),
     /// Another file in the directory already provides a plugin of this name
     /// (a copy, or a symlink to the same library).
     #[error("plugin {name} is already loaded from {}", first.display())]
@@ -167,8 +174,18 @@ pub fn load_dir(dir: &Path) -> Vec<Result<PluginLibrary, LoadError>> {
         .collect()
 }
 
-/// Loads one plugin file.
+/// Loads one plugin file, after a probe process loaded it without dying
+/// ([`probe`]).
 pub fn load_file(path: &Path) -> Result<PluginLibrary, LoadError> {
+    probe::vet(path).map_err(|kind| LoadError {
+        path: path.to_path_buf(),
+        kind,
+    })?;
+    load_unvetted(path)
+}
+
+/// Loads one plugin file in this process (what the probe does).
+fn load_unvetted(path: &Path) -> Result<PluginLibrary, LoadError> {
     let fail = |kind| LoadError {
         path: path.to_path_buf(),
         kind,

@@ -646,3 +646,60 @@ fn plugin_log_events_reach_the_hub_log() {
         Some(r#"echo ready plugin="fedmsg-example-echo""#)
     );
 }
+
+/// A shared library whose ELF constructor calls `abort()`, compiled with
+/// the machine's C compiler (build-essential, installed by
+/// scripts/install-deps.sh).
+fn aborting_library(dir: &Path) -> PathBuf {
+    let source = dir.join("abort.c");
+    std::fs::write(
+        &source,
+        "#include <stdlib.h>\n__attribute__((constructor)) static void boom(void) { abort(); }\n",
+    )
+    .expect("write");
+    let library = dir.join("aborts-on-load.so");
+    let status = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&library)
+        .arg(&source)
+        .status()
+        .expect("run cc");
+    assert!(status.success(), "cc failed");
+    library
+}
+
+#[test]
+fn files_that_kill_whoever_loads_them_are_refused_and_the_hub_lives() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A plugin still being copied: the first third of the tally library.
+    let whole = std::fs::read(so("fedmsg_example_tally")).expect("read");
+    let truncated = dir.path().join("a-truncated.so");
+    std::fs::write(&truncated, &whole[..whole.len() / 3]).expect("write");
+    let aborting = aborting_library(dir.path());
+    std::fs::copy(so("fedmsg_example_echo"), dir.path().join("c-echo.so")).expect("copy");
+
+    // Loading either in this process would kill it (SIGBUS, SIGABRT);
+    // the probe process dies instead.
+    let error = load_file(&aborting).expect_err("refused");
+    assert!(
+        matches!(&error.kind, LoadErrorKind::ProbeFailed(why) if why.contains("SIGABRT")),
+        "{error}"
+    );
+    let results = load_dir(dir.path());
+    assert_eq!(results.len(), 3);
+    for refused in &results[..2] {
+        let error = refused.as_ref().expect_err("refused");
+        assert!(
+            matches!(
+                &error.kind,
+                LoadErrorKind::ProbeFailed(_) | LoadErrorKind::NotALibrary(_)
+            ),
+            "{error}"
+        );
+    }
+    assert_eq!(
+        results[2].as_ref().map(PluginLibrary::name).ok(),
+        Some("fedmsg-example-echo"),
+        "the good plugin still loads"
+    );
+}

@@ -224,6 +224,46 @@ fn a_plugin_stuck_in_consume_at_shutdown_has_its_queue_counted_as_dropped() -> R
 }
 
 #[test]
+fn plugin_files_that_would_crash_the_hub_are_refused_and_it_runs_on() -> Result<()> {
+    let mut publisher = Publisher::bind()?;
+    let sandbox = setup(&publisher, "")?;
+    // A library whose constructor aborts, and tally cut to a third (a copy
+    // in progress): each killed the hub before, even `--list-plugins`.
+    let source = sandbox.path().join("abort.c");
+    std::fs::write(
+        &source,
+        "#include <stdlib.h>\n__attribute__((constructor)) static void boom(void) { abort(); }\n",
+    )?;
+    let status = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(sandbox.plugin_dir().join("aborts.so"))
+        .arg(&source)
+        .status()?;
+    assert!(status.success(), "cc failed");
+    let whole = std::fs::read(fedmsg_e2e::plugin("fedmsg-example-tally"))?;
+    std::fs::write(
+        sandbox.plugin_dir().join("truncated.so"),
+        &whole[..whole.len() / 3],
+    )?;
+
+    let output = fedmsg_e2e::hub_command(&sandbox)
+        .arg("--list-plugins")
+        .output()?;
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8(output.stdout)?;
+    assert!(text.contains("SIGABRT"), "{text}");
+    assert!(text.contains("truncated.so: not a loadable shared library: damaged ELF file"), "{text}");
+
+    let mut hub = Hub::start(&sandbox, &[])?;
+    hub.wait_subscribed(&mut publisher)?;
+    publisher.send("t.x", "after")?;
+    assert!(wait_until(WAIT, || lines(&sandbox, "tally") == ["after"]));
+    let status = hub.terminate()?;
+    assert!(status.success(), "exit status {status}");
+    Ok(())
+}
+
+#[test]
 fn duplicates_are_dropped_and_the_position_is_recorded() -> Result<()> {
     let mut publisher = Publisher::bind()?;
     let sandbox = setup(&publisher, "")?;
