@@ -215,7 +215,9 @@ fn a_plugin_stuck_in_consume_at_shutdown_has_its_queue_counted_as_dropped() -> R
     assert!(wait_until(WAIT, || lines(&sandbox, "tally").len() == 20));
     let status = hub.terminate()?;
     assert!(status.success(), "exit status {status}");
-    assert!(hub.log().contains("plugin still busy after the drain timeout"));
+    assert!(hub
+        .log()
+        .contains("plugin still busy after the drain timeout"));
     // One message in consume, 19 queued: all 20 on the books as dropped.
     let faulty = hub.plugin_stats(FAULTY)?;
     assert_eq!(faulty["dropped"], 20, "{faulty}");
@@ -252,7 +254,10 @@ fn plugin_files_that_would_crash_the_hub_are_refused_and_it_runs_on() -> Result<
     assert!(output.status.success(), "{output:?}");
     let text = String::from_utf8(output.stdout)?;
     assert!(text.contains("SIGABRT"), "{text}");
-    assert!(text.contains("truncated.so: not a loadable shared library: damaged ELF file"), "{text}");
+    assert!(
+        text.contains("truncated.so: not a loadable shared library: damaged ELF file"),
+        "{text}"
+    );
 
     let mut hub = Hub::start(&sandbox, &[])?;
     hub.wait_subscribed(&mut publisher)?;
