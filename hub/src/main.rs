@@ -48,6 +48,10 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let loaded = config::load(&args.config).context("cannot load the configuration")?;
+    for notice in loaded.notices() {
+        tracing::warn!("{notice}");
+    }
+    let unknown_tables = loaded.unknown_tables();
     let config = loaded.config;
     let plugin_dir = args.plugin_dir.unwrap_or_else(|| config.plugin_dir.clone());
 
@@ -69,7 +73,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         &plugin_dir,
         Activation::Construct(&publisher, &meta),
     );
-    warn_unknown_keys(&loaded.unknown_keys, &files);
+    warn_unknown_keys(&unknown_tables, &files);
     let options = RunOptions {
         stats_file: args.stats_file,
         files,

@@ -91,7 +91,11 @@ fn toml_string(s: &str) -> String {
 ///
 /// As [`config::load`].
 pub fn load(config: &ConfigArgs, common: &CommonArgs) -> Result<Loaded, ConfigError> {
-    config::load(&common.apply(config))
+    let loaded = config::load(&common.apply(config))?;
+    for notice in loaded.notices() {
+        tracing::warn!("{notice}");
+    }
+    Ok(loaded)
 }
 
 /// The fedmsg.meta processors of `config`: the bundled rule set plus the

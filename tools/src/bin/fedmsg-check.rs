@@ -105,9 +105,11 @@ fn run(args: &Args) -> anyhow::Result<State> {
     let url = match &args.socket {
         Some(url) => url.clone(),
         None => {
-            let config = config::load(&args.config)
-                .context("cannot load the configuration")?
-                .config;
+            let loaded = config::load(&args.config).context("cannot load the configuration")?;
+            for notice in loaded.notices() {
+                tracing::warn!("{notice}");
+            }
+            let config = loaded.config;
             config.moksha.monitoring.socket.context(
                 "No monitoring endpoint has been configured: please set \"moksha.monitoring.socket\"",
             )?

@@ -311,6 +311,71 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// What an operator should be told about this configuration, one
+    /// sentence each: settings that are read but have no effect here,
+    /// `FEDMSG_*__*` variables that named a table no file has, Python
+    /// configuration files that were skipped, and unknown top-level values
+    /// (likely typos; unknown *tables* are left to the hub, which knows the
+    /// tables its plugins claim). Every command logs them at start, so a
+    /// setting is never ignored silently.
+    pub fn notices(&self) -> Vec<String> {
+        let mut notices = Vec::new();
+        for name in &self.ignored_env {
+            if name.contains("__") {
+                let table = sources::env_key_path(name)
+                    .and_then(|path| path.into_iter().next())
+                    .unwrap_or_default();
+                notices.push(format!(
+                    "environment variable {name} ignored: no configuration file has a [{table}] table for it to set a key of"
+                ));
+            }
+        }
+        let mut unimplemented: Vec<String> = self
+            .tree
+            .keys()
+            .filter(|key| key.starts_with("stomp_"))
+            .cloned()
+            .collect();
+        if !self.config.srv_endpoints.is_empty() {
+            unimplemented.push("srv_endpoints".to_owned());
+        }
+        if !self.config.zmq_enabled {
+            unimplemented.push("zmq_enabled = false".to_owned());
+        }
+        for key in unimplemented {
+            notices.push(format!(
+                "{key}: not implemented by this hub yet; the setting has no effect"
+            ));
+        }
+        for file in &self.python_files {
+            notices.push(format!(
+                "{}: Python configuration files are not read (write the settings as TOML)",
+                file.display()
+            ));
+        }
+        for key in &self.unknown_keys {
+            let is_table = known::is_table(&self.tree, key);
+            if !is_table && !key.contains('.') {
+                notices.push(format!(
+                    "unknown configuration key {key} (from {}) ignored",
+                    self.origin_of(key).unwrap_or("?")
+                ));
+            }
+        }
+        notices
+    }
+
+    /// The unknown keys that are tables or keys inside fedmsg's own tables
+    /// (`fedmsg.x`, `moksha.monitoring.x`): what [`Loaded::notices`] leaves
+    /// to the hub, which exempts the tables its plugins claim.
+    pub fn unknown_tables(&self) -> Vec<String> {
+        self.unknown_keys
+            .iter()
+            .filter(|key| key.contains('.') || known::is_table(&self.tree, key))
+            .cloned()
+            .collect()
+    }
+
     /// Where the value at `dotted_key` came from (a file path,
     /// `environment variable FEDMSG_X`, `--set x=y`, `built-in defaults`),
     /// or `None` if there is no such key. For warnings about a key.
@@ -520,6 +585,24 @@ impl Config {
                     format!("expected a number of seconds between 0 and 1e9, found {seconds}"),
                 ));
             }
+        }
+        if self.max_message_size < 1024 {
+            return Err(invalid(
+                "max_message_size",
+                format!(
+                    "{} bytes would reject every real message: at least 1024",
+                    self.max_message_size
+                ),
+            ));
+        }
+        if self.verify_threads > 256 {
+            return Err(invalid(
+                "verify_threads",
+                format!(
+                    "{} threads is more than any machine can use: at most 256 (0 = one per core)",
+                    self.verify_threads
+                ),
+            ));
         }
         if self.plugin_queue_capacity == 0 {
             return Err(invalid(

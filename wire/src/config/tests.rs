@@ -878,3 +878,57 @@ fn config_args_flatten_into_a_command_line() {
     assert_eq!(src.sets, cli.config.set);
     assert!(src.env.iter().all(|(name, _)| name.starts_with("FEDMSG_")));
 }
+
+#[test]
+fn settings_without_effect_are_told_not_ignored_silently() {
+    let scratch = Scratch::new();
+    let dir = scratch.write(
+        "etc",
+        "base.toml",
+        "hig_water_mark = 0\nstomp_uri = \"stomp://x:61613\"\nzmq_enabled = false\n\
+         srv_endpoints = [\"_fedmsg._tcp.example.org\"]\n[tally]\nenabled = true\n",
+    );
+    scratch.write("etc", "old.py", "config = dict()\n");
+    let mut sources = sources(&[&dir]);
+    sources.env = env(&[
+        ("FEDMSG_DATANOMMER__ENABLED", "true"),
+        ("FEDMSG_SKIP_PYTHON", "1"),
+    ]);
+    let loaded = load(&sources);
+    let notices = loaded.notices().join("\n");
+    for expected in [
+        "FEDMSG_DATANOMMER__ENABLED ignored: no configuration file has a [datanommer] table",
+        "stomp_uri: not implemented",
+        "srv_endpoints: not implemented",
+        "zmq_enabled = false: not implemented",
+        "old.py: Python configuration files are not read",
+        "unknown configuration key hig_water_mark",
+    ] {
+        assert!(
+            notices.contains(expected),
+            "{expected:?} missing from:\n{notices}"
+        );
+    }
+    // Not configuration, and a plugin's table: no notice.
+    assert!(!notices.contains("FEDMSG_SKIP_PYTHON"), "{notices}");
+    assert!(!notices.contains("tally"), "{notices}");
+    assert_eq!(loaded.unknown_tables(), ["tally"]);
+}
+
+#[test]
+fn limits_that_cannot_work_are_refused() {
+    let mut sources = Sources {
+        sets: sets(&["max_message_size=0"]),
+        ..Sources::default()
+    };
+    let error = load_err(&sources);
+    assert!(error.contains("max_message_size"), "{error}");
+    sources.sets = sets(&["verify_threads=5000"]);
+    let error = load_err(&sources);
+    assert!(
+        error.contains("verify_threads") && error.contains("at most 256"),
+        "{error}"
+    );
+    sources.sets = sets(&["verify_threads=8", "max_message_size=1024"]);
+    load(&sources);
+}
