@@ -301,6 +301,30 @@ mod tests {
         assert_eq!(command_line("PONG", &[], Some(&long)).len(), MAX_LINE);
     }
 
+    /// The fuzz target's properties (`fuzz/fuzz_targets/irc_line.rs`) on
+    /// random input, for machines without cargo-fuzz.
+    #[test]
+    fn random_input_never_breaks_a_line() {
+        let mut rng = fastrand::Rng::with_seed(12);
+        let alphabet: Vec<char> = "\r\n\0\x01\x03 :#@!ab€𝄞\u{85}".chars().collect();
+        for _ in 0..20_000 {
+            let len = rng.usize(0..700);
+            let text: String = (0..len)
+                .map(|_| alphabet[rng.usize(0..alphabet.len())])
+                .collect();
+            if let Ok(line) = Line::parse(&text) {
+                assert!(!line.command.is_empty() && line.params.len() <= MAX_PARAMS);
+            }
+            let (line, _) = message_line("PRIVMSG", "#c", &clean(&text), "nick");
+            let body = line.strip_suffix("\r\n").expect("CRLF");
+            assert!(!body.contains(['\r', '\n', '\0']), "{line:?}");
+            assert!(line.len() + prefix_reserve("nick") <= MAX_LINE);
+            let pong = command_line("PONG", &[&text], Some(&text));
+            assert!(!pong.trim_end_matches("\r\n").contains(['\r', '\n', '\0']));
+            assert!(pong.len() <= MAX_LINE);
+        }
+    }
+
     #[test]
     fn long_text_is_cut_at_a_character_boundary() {
         let nick = "fedmsg-bot";
