@@ -8,7 +8,7 @@
 //! tracked per sender name. A single thread polls all of them.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::delivery::Source;
@@ -128,14 +128,26 @@ impl Subscriber {
     ) -> (Subscriber, Vec<TransportError>) {
         let mut sockets = Vec::with_capacity(endpoints.len());
         let mut errors = Vec::new();
-        for (name, url) in endpoints {
+        let doubts = doubts_about(endpoints.iter().map(|(_, url)| url.as_str()));
+        for ((name, url), doubt) in endpoints.iter().zip(doubts) {
             match open_socket(ctx, name, url, prefixes, options) {
                 Ok(socket) => {
                     let source = Arc::new(Source {
                         name: name.clone(),
                         url: url.clone(),
                     });
-                    tracing::info!(endpoint_name = %name, endpoint = %url, "subscribed");
+                    match doubt {
+                        // zmq connects lazily and retries for ever: without
+                        // this, a typo in a host name read as "subscribed".
+                        Some(doubt) => tracing::warn!(
+                            endpoint_name = %name,
+                            endpoint = %url,
+                            "subscribed, but nothing can arrive yet: {doubt} (zmq keeps retrying)"
+                        ),
+                        None => {
+                            tracing::info!(endpoint_name = %name, endpoint = %url, "subscribed")
+                        }
+                    }
                     sockets.push((source, socket));
                 }
                 Err(e) => errors.push(e),
@@ -230,6 +242,84 @@ fn open_socket(
     Ok(socket)
 }
 
+/// How long the start waits for host names to resolve, all together.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why each URL cannot deliver anything right now, when that can be told
+/// before connecting: a host name that does not resolve, an `ipc://` path
+/// in a directory that does not exist. Host names are resolved in parallel,
+/// for at most [`RESOLVE_TIMEOUT`] in all.
+pub fn doubts_about<'a>(urls: impl Iterator<Item = &'a str>) -> Vec<Option<String>> {
+    let checks: Vec<_> = urls
+        .map(|url| {
+            if let Some(path) = url.strip_prefix("ipc://") {
+                let dir = std::path::Path::new(path)
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty());
+                return Check::Done(
+                    dir.filter(|d| !d.is_dir())
+                        .map(|d| format!("the directory {} does not exist", d.display())),
+                );
+            }
+            let Some((host, port)) = url
+                .strip_prefix("tcp://")
+                .and_then(|rest| rest.rsplit_once(':'))
+            else {
+                return Check::Done(None);
+            };
+            let literal = host == "*"
+                || host.parse::<std::net::IpAddr>().is_ok()
+                || (host.starts_with('[') && host.ends_with(']'));
+            let Ok(port) = port.parse::<u16>() else {
+                return Check::Done(None);
+            };
+            if literal {
+                return Check::Done(None);
+            }
+            let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+            let host = host.to_owned();
+            let spawned = std::thread::Builder::new()
+                .name("resolve".into())
+                .spawn(move || {
+                    use std::net::ToSocketAddrs;
+                    let answer = match (host.as_str(), port).to_socket_addrs() {
+                        Ok(mut addresses) => addresses
+                            .next()
+                            .is_none()
+                            .then(|| format!("{host} resolves to no address")),
+                        Err(error) => Some(format!("cannot resolve {host}: {error}")),
+                    };
+                    let _ = sender.send(answer);
+                });
+            match spawned {
+                Ok(_) => Check::Pending(receiver),
+                Err(_) => Check::Done(None),
+            }
+        })
+        .collect();
+    let deadline = Instant::now() + RESOLVE_TIMEOUT;
+    checks
+        .into_iter()
+        .map(|check| match check {
+            Check::Done(answer) => answer,
+            Check::Pending(receiver) => {
+                match receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(answer) => answer,
+                    Err(_) => Some(format!(
+                        "resolving its host takes longer than {} s",
+                        RESOLVE_TIMEOUT.as_secs()
+                    )),
+                }
+            }
+        })
+        .collect()
+}
+
+enum Check {
+    Done(Option<String>),
+    Pending(std::sync::mpsc::Receiver<Option<String>>),
+}
+
 fn configure(socket: &zmq::Socket, options: &SubscribeOptions) -> Result<(), zmq::Error> {
     socket.set_rcvhwm(options.high_water_mark)?;
     socket.set_sndhwm(options.high_water_mark)?;
@@ -252,6 +342,33 @@ mod tests {
     use std::collections::BTreeSet;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Instant;
+
+    #[test]
+    fn endpoints_that_cannot_deliver_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let good_ipc = format!("ipc://{}/hub.sock", dir.path().display());
+        let doubts = doubts_about(
+            [
+                "tcp://127.0.0.1:3000",
+                "tcp://localhost:3000",
+                "tcp://no-such-host.invalid:3000",
+                "ipc:///no/such/directory/hub.sock",
+                good_ipc.as_str(),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(doubts[0], None);
+        assert_eq!(doubts[1], None, "localhost resolves");
+        let unresolved = doubts[2].as_deref().unwrap_or_default();
+        assert!(
+            unresolved.contains("no-such-host.invalid"),
+            "{unresolved:?}"
+        );
+        assert!(doubts[3]
+            .as_deref()
+            .is_some_and(|d| d.contains("/no/such/directory")));
+        assert_eq!(doubts[4], None);
+    }
 
     #[test]
     fn receives_from_every_endpoint_and_names_the_source() {
