@@ -158,6 +158,10 @@ pub struct BotShared {
     pub remote_log: LogLimiter,
     /// Limits log lines about (re)connecting.
     pub connect_log: LogLimiter,
+    /// Limits the informational lines a server can cause (joined,
+    /// registered, nickname, channel modes): a server repeating them
+    /// must not fill the log.
+    pub info_log: LogLimiter,
 }
 
 impl std::fmt::Debug for BotShared {
@@ -333,6 +337,18 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// An informational line the server can cause, rate-limited.
+    fn remote_info(&self, what: &str) {
+        if let Some(suppressed) = self.bot.info_log.check() {
+            tracing::info!(
+                bot = %self.settings().label(),
+                nick = %self.nick,
+                suppressed,
+                "{what}"
+            );
+        }
+    }
+
     fn run(&mut self) -> SessionEnd {
         match self.register() {
             Ok(()) => {}
@@ -439,7 +455,7 @@ impl<'a> Session<'a> {
             "CAP" => self.capability(line)?,
             "AUTHENTICATE" if line.param(0) == "+" => self.authenticate()?,
             "903" | "907" => {
-                tracing::info!(bot = %self.settings().label(), "SASL authentication succeeded");
+                self.remote_info("SASL authentication succeeded");
                 self.end_negotiation()?;
             }
             "902" | "904" | "905" | "906" | "908" => {
@@ -457,7 +473,7 @@ impl<'a> Session<'a> {
                 self.joined = true;
                 self.rejoin_at = None;
                 bump(&stats.joins);
-                tracing::info!(bot = %self.settings().label(), nick = %self.nick, "joined");
+                self.remote_info("joined");
                 // Lines start once the reply (324) has said whether the
                 // channel is +c, so that the first ones are right too.
                 self.modes_asked = Some(Instant::now());
@@ -518,7 +534,7 @@ impl<'a> Session<'a> {
                     self.bot.link.update(|s| s.nick = nick);
                     if irc_eq(new, &wanted) {
                         bump(&stats.nick_regained);
-                        tracing::info!(bot = %self.settings().label(), nick = %new, "nickname regained");
+                        self.remote_info("nickname regained");
                     }
                 } else if line.source_nick().is_some_and(|n| irc_eq(n, &wanted)) {
                     self.regain()?;
@@ -544,7 +560,7 @@ impl<'a> Session<'a> {
         bump(&self.bot.stats.registrations);
         let nick = self.nick.clone();
         self.bot.link.update(|s| s.nick = nick);
-        tracing::info!(bot = %self.settings().label(), nick = %self.nick, "registered");
+        self.remote_info("registered");
         if let (Some(password), None) = (
             self.settings().nickserv_password.clone(),
             self.settings().sasl.as_ref(),
@@ -586,8 +602,11 @@ impl<'a> Session<'a> {
 
     fn set_colours_blocked(&self, blocked: bool) {
         if blocked != self.colours_blocked() {
-            tracing::info!(bot = %self.settings().label(), blocked, "channel mode +c: colours {}",
-                if blocked { "off" } else { "on" });
+            self.remote_info(if blocked {
+                "channel mode +c: lines without colours"
+            } else {
+                "channel mode -c: colours again"
+            });
         }
         self.bot.link.update(|s| s.colours_blocked = blocked);
     }

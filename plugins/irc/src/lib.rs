@@ -175,6 +175,7 @@ impl IrcBot {
                 tls,
                 remote_log: LogLimiter::default(),
                 connect_log: LogLimiter::new(Duration::from_secs(5)),
+                info_log: LogLimiter::default(),
                 settings: bot,
             });
             tracing::info!(
