@@ -20,7 +20,7 @@ const PLUGIN_FILE: &str = "libfedmsg_irc.so";
 /// fedmsg's IRC bot: shows every bus message in the IRC channels of the
 /// configuration's `[[irc]]` entries.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     #[command(flatten)]
     config: ConfigArgs,
