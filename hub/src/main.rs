@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use fedmsg_hub::{Activation, HubPublisher, PluginFile, PluginMeta, RunOptions};
-use fedmsg_wire::config::{self, ConfigArgs};
+use fedmsg_wire::config::{self, CommonArgs, ConfigArgs};
 use fedmsg_wire::shutdown::{self, Stop};
 
 /// The fedmsg hub: loads consumer plugins and feeds them every message on the bus.
@@ -18,6 +18,8 @@ use fedmsg_wire::shutdown::{self, Stop};
 struct Args {
     #[command(flatten)]
     config: ConfigArgs,
+    #[command(flatten)]
+    common: CommonArgs,
     /// Directory of plugin `.so` files (overrides config `plugin_dir`).
     #[arg(long, value_name = "DIR")]
     plugin_dir: Option<PathBuf>,
@@ -47,7 +49,12 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let loaded = config::load(&args.config).context("cannot load the configuration")?;
+    let loaded =
+        config::load(&args.common.apply(&args.config)).context("cannot load the configuration")?;
+    if args.common.print_config {
+        println!("{}", loaded.config.to_json_string());
+        return Ok(());
+    }
     for notice in loaded.notices() {
         tracing::warn!("{notice}");
     }

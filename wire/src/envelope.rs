@@ -63,8 +63,18 @@ const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
 pub enum EnvelopeError {
     /// The body is not JSON (or uses something serde_json cannot represent,
     /// such as a lone surrogate escape).
-    #[error("envelope is not valid JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    ///
+    /// The parser's message is part of this one and deliberately not also
+    /// its `source`: a caller printing the chain (`{:#}`) would show it
+    /// twice.
+    #[error("not valid JSON: {0}")]
+    Json(serde_json::Error),
+}
+
+impl From<serde_json::Error> for EnvelopeError {
+    fn from(error: serde_json::Error) -> Self {
+        EnvelopeError::Json(error)
+    }
 }
 
 /// Parses an envelope body the way Python's `json.loads` does.

@@ -234,6 +234,19 @@ fn logger_fails_clearly_without_a_relay_or_a_signing_key() -> Result<()> {
     );
     ensure!(stderr.contains("refused"), "{stderr}");
 
+    // Bad --json-input: said once, as the user's message, not an envelope.
+    let mut command = tool("fedmsg-logger", &[&cfg]);
+    command.args(["--timeout", "1", "--json-input", "--message", "{not json"]);
+    let output = run(command, None, WAIT)?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(output.status.code() == Some(1), "{output:?}");
+    ensure!(
+        stderr.matches("key must be a string").count() == 1
+            && stderr.contains("--json-input: the message: not valid JSON")
+            && !stderr.contains("envelope"),
+        "{stderr}"
+    );
+
     let host = short_hostname();
     let signing = format!(
         "sign_messages = true\nssldir = {:?}\n",
@@ -377,6 +390,14 @@ fn fedmsg_check_says_ok_then_critical_when_a_plugin_is_disabled() -> Result<()> 
         stdout.starts_with("FEDMSG CRITICAL - consumer fedmsg-test-faulty: disabled"),
         "{stdout}"
     );
+    // The two were panics, and are called so.
+    ensure!(stdout.contains("2 panics in"), "{stdout}");
+    // --json is the report alone (pipeable), the verdict in the status.
+    let (code, stdout, _) = check(&["--json"])?;
+    ensure!(code == 2, "exit {code}: {stdout}");
+    let report: serde_json::Value = serde_json::from_str(&stdout)
+        .map_err(|e| anyhow::anyhow!("--json output is not pure JSON ({e}): {stdout}"))?;
+    ensure!(report.is_object(), "{stdout}");
     let (code, _, stderr) = check(&["-c", TALLY, "-c", "ghost"])?;
     ensure!(code == 2, "exit {code}");
     ensure!(stderr.contains("\"ghost\" is not active!"), "{stderr}");

@@ -269,6 +269,26 @@ fn plugin_files_that_would_crash_the_hub_are_refused_and_it_runs_on() -> Result<
 }
 
 #[test]
+fn the_hub_takes_fedmsgs_common_flags() -> Result<()> {
+    let publisher = Publisher::bind()?;
+    let sandbox = setup(&publisher, "")?;
+    let output = fedmsg_e2e::hub_command(&sandbox)
+        .args([
+            "--print-config",
+            "--topic-prefix",
+            "org.example",
+            "--io-threads",
+            "3",
+        ])
+        .output()?;
+    assert!(output.status.success(), "{output:?}");
+    let config: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    assert_eq!(config["topic_prefix"], "org.example", "{config}");
+    assert_eq!(config["io_threads"], 3, "{config}");
+    Ok(())
+}
+
+#[test]
 fn duplicates_are_dropped_and_the_position_is_recorded() -> Result<()> {
     let mut publisher = Publisher::bind()?;
     let sandbox = setup(&publisher, "")?;

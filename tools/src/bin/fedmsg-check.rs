@@ -62,8 +62,9 @@ struct Args {
     /// Messages dropped in the last minute at which a consumer is CRITICAL.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     dropped_critical: u64,
-    /// Also print the report as indented JSON (as fedmsg's fedmsg-check
-    /// does).
+    /// Print only the report, as indented JSON (what fedmsg's fedmsg-check
+    /// printed with it), instead of the status line and table; the exit
+    /// status still gives the verdict.
     #[arg(long)]
     json: bool,
 }
@@ -120,6 +121,13 @@ fn run(args: &Args) -> anyhow::Result<State> {
         .with_context(|| format!("the report from {url} is not a monitoring report"))?;
     let verdicts = judge(&report, &Thresholds::from(args));
     let worst = verdicts.iter().map(|v| v.state).max().unwrap_or(State::Ok);
+    if args.json {
+        // Only the report, so that it can be piped into a JSON tool; the
+        // verdict is the exit status.
+        let value: serde_json::Value = serde_json::from_slice(&raw)?;
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(worst);
+    }
     println!(
         "FEDMSG {} - {}",
         worst.label(),
@@ -127,10 +135,6 @@ fn run(args: &Args) -> anyhow::Result<State> {
     );
     print!("{}", table(&report, &verdicts));
     print_python_messages(args, &verdicts);
-    if args.json {
-        let value: serde_json::Value = serde_json::from_slice(&raw)?;
-        println!("{}", serde_json::to_string_pretty(&value)?);
-    }
     Ok(worst)
 }
 
@@ -236,20 +240,31 @@ fn consumer(c: &ConsumerReport, t: &Thresholds) -> Verdict {
         };
         found.push((State::Critical, why));
     }
-    let (errors, dropped, window) = match &c.recent {
+    let (errors, what_errors, dropped, window) = match &c.recent {
         Some(w) => (
             w.counters.errors + w.counters.panics,
+            // Say which: a panic is not an error the plugin reported.
+            match (w.counters.errors, w.counters.panics) {
+                (e, 0) => format!("{e} errors"),
+                (0, p) => format!("{p} panics"),
+                (e, p) => format!("{e} errors and {p} panics"),
+            },
             w.counters.dropped,
             format!("in {:.0}s", w.seconds),
         ),
-        None => (c.exceptions, 0, "since the last report".to_owned()),
+        None => (
+            c.exceptions,
+            format!("{} exceptions", c.exceptions),
+            0,
+            "since the last report".to_owned(),
+        ),
     };
     for (state, what) in [
         (
             level(c.backlog, t.backlog),
             format!("backlog {}", c.backlog),
         ),
-        (level(errors, t.errors), format!("{errors} errors {window}")),
+        (level(errors, t.errors), format!("{what_errors} {window}")),
         (
             level(dropped, t.dropped),
             format!("{dropped} dropped {window}"),

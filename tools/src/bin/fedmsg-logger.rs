@@ -128,7 +128,8 @@ fn read_input(args: &Args) -> anyhow::Result<Input> {
     if !args.json_input {
         return Ok(Input::One(json!({ "log": text })));
     }
-    let value = envelope::parse(text.as_bytes()).context("--json-input: invalid JSON")?;
+    // The user's message body, parsed as fedmsg's json.loads would.
+    let value = envelope::parse(text.as_bytes()).context("--json-input: the message")?;
     Ok(Input::One(value))
 }
 

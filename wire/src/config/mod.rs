@@ -52,6 +52,7 @@
 //! TOML has no `null`, so a later layer clears an optional string key (such
 //! as `crl_location`) by setting it to `""`.
 
+mod common;
 mod de;
 mod error;
 mod known;
@@ -68,6 +69,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub use common::CommonArgs;
 pub use error::ConfigError;
 pub use sources::{ConfigArgs, Sources, DEFAULT_DIRS, ENV_PREFIX, FEDMSG_CONFIG};
 
