@@ -141,6 +141,14 @@ impl RawRequest {
         if start > end {
             return Err(format!("start ({start}) is after end ({end})"));
         }
+        // The offset goes to SQL as a signed 64-bit integer: a page past
+        // that is a bad request, not a database failure.
+        let offset_fits = (page - 1)
+            .checked_mul(rows_per_page)
+            .is_some_and(|offset| i64::try_from(offset).is_ok());
+        if !offset_fits {
+            return Err(format!("page {page} is too large"));
+        }
         query.start = Some(time::from_epoch_secs(start).ok_or("start is out of range")?);
         query.end = Some(time::from_epoch_secs(end).ok_or("end is out of range")?);
         Ok(RawRequest {
@@ -217,8 +225,14 @@ pub fn respond(method: &Method, url: &str, store: &mut Option<Store>, db: &DbUrl
         return (405, json!({"error": "only GET is supported"}));
     }
     let (path, query_string) = url.split_once('?').unwrap_or((url, ""));
-    let path = path.trim_end_matches('/');
-    let result = match path {
+    // Repeated and trailing slashes do not matter, as in datagrepper (Flask
+    // merges slashes): its client library `datanozzle` asks for `//raw`.
+    let path: String = path
+        .split('/')
+        .filter(|segment| !segment.is_empty())
+        .flat_map(|segment| ["/", segment])
+        .collect();
+    let result = match path.as_str() {
         "/raw" => match RawRequest::parse(query_string, time::now_micros()) {
             Ok(request) => with_store(store, db, |s| request.run(s)),
             Err(e) => return (400, json!({"error": e})),
@@ -472,5 +486,20 @@ mod tests {
         let (status, body) = respond(&Method::Get, "/raw", &mut store, &db);
         assert_eq!(status, 503, "{body}");
         assert!(store.is_none());
+        // A page whose offset SQL cannot hold is the client's error.
+        let (status, body) = respond(
+            &Method::Get,
+            "/raw?page=9223372036854775808",
+            &mut store,
+            &db,
+        );
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("too large"));
+        // datagrepper's client asks for `//raw`; Flask merges slashes.
+        for path in ["//raw?page=0", "/raw/?page=0", "//raw//?page=0"] {
+            let (status, body) = respond(&Method::Get, path, &mut store, &db);
+            assert_eq!(status, 400, "{path}: {body}");
+        }
+        assert_eq!(respond(&Method::Get, "//nothing", &mut store, &db).0, 404);
     }
 }
