@@ -44,3 +44,9 @@ pub use loader::{probe_main, PROBE_BINARY};
 pub use plugin_meta::PluginMeta;
 pub use publisher::HubPublisher;
 pub use run::{run, RunOptions};
+
+/// Entry points of the fuzz targets (`fuzz/`); not part of the hub's API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::status::fuzz_status_file as status_file;
+}

@@ -541,6 +541,15 @@ pub fn load(path: &Path, plugin: &str) -> Result<Option<Position>, StatusError> 
             })
         }
     };
+    parse(&bytes, path, plugin).map(Some)
+}
+
+/// The position of a status file's `bytes` (read from `path`) for `plugin`.
+///
+/// # Errors
+///
+/// [`StatusError::Corrupt`] or [`StatusError::Version`].
+pub fn parse(bytes: &[u8], path: &Path, plugin: &str) -> Result<Position, StatusError> {
     let corrupt = |reason: String| StatusError::Corrupt {
         path: path.to_owned(),
         reason,
@@ -548,7 +557,7 @@ pub fn load(path: &Path, plugin: &str) -> Result<Option<Position>, StatusError> 
     // Check the header first so a future version is reported as such even
     // if its position no longer has this shape.
     let header: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("not JSON: {e}")))?;
+        serde_json::from_slice(bytes).map_err(|e| corrupt(format!("not JSON: {e}")))?;
     if header.get("format").and_then(serde_json::Value::as_str) != Some(FORMAT_NAME) {
         return Err(corrupt(format!("\"format\" is not {FORMAT_NAME:?}")));
     }
@@ -570,7 +579,7 @@ pub fn load(path: &Path, plugin: &str) -> Result<Option<Position>, StatusError> 
             contents.plugin
         )));
     }
-    Ok(Some(contents.position))
+    Ok(contents.position)
 }
 
 fn check_name(plugin: &str) -> Result<(), StatusError> {
@@ -626,6 +635,36 @@ fn now_second() -> i64 {
     epoch_second(now_epoch_f64()).unwrap_or(0)
 }
 
+/// What the status fuzz target checks (`fuzz/fuzz_targets/status_file.rs`):
+/// any bytes parse to a position or an error, never a panic; an accepted
+/// position answers `is_finished` and survives being written and read
+/// back unchanged.
+#[doc(hidden)]
+pub fn fuzz_status_file(bytes: &[u8]) {
+    let path = Path::new("fuzz.json");
+    let Ok(position) = parse(bytes, path, "fuzz") else {
+        return;
+    };
+    for timestamp in [None, Some(0.0), Some(-1.5e300), Some(f64::NAN), Some(1e18)] {
+        let _ = position.is_finished(Some("id"), timestamp);
+        let _ = position.is_finished(None, timestamp);
+    }
+    let contents = FileContents {
+        format: FORMAT_NAME.to_owned(),
+        version: u64::from(FORMAT_VERSION),
+        plugin: "fuzz".to_owned(),
+        written_at: 0.0,
+        position: position.clone(),
+    };
+    let Ok(written) = serde_json::to_vec(&contents) else {
+        return;
+    };
+    match parse(&written, path, "fuzz") {
+        Ok(again) => assert_eq!(again, position, "a written position reads back the same"),
+        Err(error) => panic!("a written position does not read back: {error}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -669,6 +708,24 @@ mod tests {
         };
         assert!(!file.record_finished(skewed));
         assert_eq!(file.position().timestamp, Some(ahead));
+    }
+
+    #[test]
+    fn the_status_fuzz_entry_point_holds_on_real_and_broken_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut file, _) = StatusFile::open_with(dir.path(), "fuzz", opts(2)).unwrap();
+        done(&mut file, "a", (now_second() - 1) as f64);
+        file.flush().unwrap();
+        let real = fs::read(file.path()).unwrap();
+        fuzz_status_file(&real);
+        for broken in [
+            &real[..real.len() / 2],
+            b"{}".as_slice(),
+            b"null",
+            br#"{"format":"fedmsg-hub-status","version":1,"plugin":"fuzz","position":{"resume_from":-9223372036854775808,"finished":{"9223372036854775807":["x"]}}}"#,
+        ] {
+            fuzz_status_file(broken);
+        }
     }
 
     #[test]
