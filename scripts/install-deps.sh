@@ -11,6 +11,10 @@ packages+=(postgresql)
 # IRC server for the IRC bot's end-to-end tests (tests/src/ircd.rs starts
 # its own instances on free loopback ports).
 packages+=(ngircd)
+# Headless Chromium and its WebDriver server for busmon's browser test
+# (tests/src/browser.rs drives them on loopback; the test fails without
+# them rather than skipping).
+packages+=(chromium chromium-driver)
 # A machine with its own Python (e.g. pyenv) needs no Debian python3.
 if ! { command -v python3 >/dev/null 2>&1 && python3 -c 'import venv, ensurepip' 2>/dev/null; }; then
     packages+=(python3 python3-venv)

@@ -65,7 +65,7 @@
     return copy;
   }
 
-  function rawLink(url, id) {
+  function rawLink(url) {
     // {host}: datanommer listens on every interface; link to the page's host.
     return url.replace("{host}", window.location.hostname);
   }
@@ -97,14 +97,15 @@
       li.appendChild(pre);
     });
     prepend(li);
+    // Messages only: a "skipped" marker is not one.
+    shown += 1;
+    $("shown").textContent = String(shown);
   }
 
   function prepend(li) {
     const list = $("messages");
     list.insertBefore(li, list.firstChild);
     while (list.childElementCount > MAX_SHOWN) list.lastChild.remove();
-    shown += 1;
-    $("shown").textContent = String(shown);
   }
 
   function connect() {
@@ -139,6 +140,7 @@
     const spark = $("spark");
     spark.replaceChildren();
     const max = Math.max(1, ...rates.per_minute);
+    $("peak").textContent = "peak " + Math.max(0, ...rates.per_minute) + "/min";
     const pts = rates.per_minute.map((v, i) =>
       (i * 600 / (rates.per_minute.length - 1)).toFixed(1) + "," + (58 - v * 56 / max).toFixed(1));
     const line = document.createElementNS(SVG, "polyline");
@@ -150,25 +152,33 @@
     const cats = rates.categories.slice(0, 30);
     const top = Math.max(1, ...cats.map((c) => c.last_hour));
     const rowH = 20;
+    // Bars fit the column: the label on the left, the figures on the right
+    // (a fixed 200 px bar pushed the figures out of a narrow column).
+    const LABEL = 110, FIGURES = 100;
+    const width = chart.getBoundingClientRect().width || 320;
+    const room = Math.max(20, width - LABEL - FIGURES);
     chart.setAttribute("height", String(cats.length * rowH + 4));
     cats.forEach((c, i) => {
       const g = document.createElementNS(SVG, "g");
       g.setAttribute("class", "bar");
       g.dataset.category = c.name;
+      const title = document.createElementNS(SVG, "title");
+      title.textContent = c.name + ": " + c.last_hour + " in the last hour";
       const label = document.createElementNS(SVG, "text");
       label.setAttribute("x", "0");
       label.setAttribute("y", String(i * rowH + 14));
-      label.textContent = c.name;
+      label.textContent = c.name.length > 16 ? c.name.slice(0, 15) + "…" : c.name;
+      const w = Math.max(2, c.last_hour * room / top);
       const rect = document.createElementNS(SVG, "rect");
-      rect.setAttribute("x", "110");
+      rect.setAttribute("x", String(LABEL));
       rect.setAttribute("y", String(i * rowH + 3));
       rect.setAttribute("height", String(rowH - 6));
-      rect.setAttribute("width", String(Math.max(2, c.last_hour * 200 / top)));
+      rect.setAttribute("width", w.toFixed(1));
       const rate = document.createElementNS(SVG, "text");
-      rate.setAttribute("x", String(116 + Math.max(2, c.last_hour * 200 / top)));
+      rate.setAttribute("x", String(LABEL + 6 + w));
       rate.setAttribute("y", String(i * rowH + 14));
-      rate.textContent = (c.last_hour / 60).toFixed(1) + "/min (" + c.last_hour + ")";
-      g.append(label, rect, rate);
+      rate.textContent = c.last_hour + " (" + (c.last_hour / 60).toFixed(1) + "/min)";
+      g.append(title, label, rect, rate);
       chart.appendChild(g);
     });
   }
@@ -184,6 +194,10 @@
     $("filter").addEventListener("submit", (ev) => { ev.preventDefault(); connect(); });
     $("pause").addEventListener("click", () => {
       paused = !paused;
+      // Say where the list has a gap rather than hiding it.
+      if (!paused && missed > 0) {
+        prepend(el("li", "skipped", missed + " arrived while paused (not shown)"));
+      }
       missed = 0;
       $("pause").textContent = paused ? "Resume" : "Pause";
       setStatus(paused ? "paused" : "live", paused ? "paused" : "");

@@ -2,6 +2,7 @@
 //! file a module) so that the test harness is linked once.
 
 mod busmon;
+mod busmon_browser;
 mod catchup;
 mod commands;
 mod datanommer;
