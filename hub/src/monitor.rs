@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use fedmsg_wire::config::{Config, MonitoringConfig};
+use fedmsg_wire::crypto::Verifier;
 use fedmsg_wire::delivery::Delivery;
 use fedmsg_wire::ingest::IngestStats;
 use fedmsg_wire::localtime::now_epoch_f64;
@@ -99,6 +100,8 @@ pub struct MonitorSources {
     pub queue_capacity: usize,
     /// seq_id replay counters, when some plugin gets replay.
     pub replay: Option<Arc<ReplayStats>>,
+    /// The hub's verifier, when some plugin validates signatures.
+    pub verifier: Option<Arc<Verifier>>,
 }
 
 /// Why the monitoring socket could not be set up.
@@ -142,6 +145,8 @@ pub struct HubSources<'a> {
     pub replay: Option<Arc<ReplayStats>>,
     /// The hub's publisher.
     pub publisher: &'a Arc<HubPublisher>,
+    /// The hub's verifier, when some plugin validates signatures.
+    pub verifier: Option<Arc<Verifier>>,
 }
 
 /// The monitoring thread; stopped on drop.
@@ -201,6 +206,7 @@ impl Monitor {
             publisher: Some(Arc::clone(hub.publisher)),
             queue_capacity: config.plugin_queue_capacity,
             replay: hub.replay,
+            verifier: hub.verifier,
         };
         match Monitor::start(&config.moksha.monitoring, sources, interval) {
             Ok(monitor) => monitor,
@@ -482,6 +488,12 @@ impl Reporter {
             rejected: owned(ingest.rejected()),
             invalid: owned(ingest.invalid()),
             replay: self.sources.replay.as_ref().map(|r| r.snapshot()),
+            trust_problem: self
+                .sources
+                .verifier
+                .as_ref()
+                .and_then(|v| v.trust_problem())
+                .map(|problem| problem.to_string()),
         }
     }
 }
@@ -516,6 +528,7 @@ mod tests {
             replay: None,
             publisher: None,
             queue_capacity: 10,
+            verifier: None,
         }
     }
 

@@ -115,6 +115,7 @@ pub fn run(
             ingest: &ingest_stats,
             replay: replay_stats.clone(),
             publisher: &options.publisher,
+            verifier: verifier.clone(),
         },
         options
             .monitor_interval

@@ -195,6 +195,11 @@ pub struct HubReport {
     /// seq_id replay counters, when some plugin gets replay.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replay: Option<ReplaySnapshot>,
+    /// Why signature validation cannot succeed (CA or CRL unavailable),
+    /// when a plugin validates and that is so: every signed message is
+    /// being rejected. `fedmsg-check` is CRITICAL on it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust_problem: Option<String>,
 }
 
 /// The replay counters at one moment.

@@ -331,6 +331,43 @@ fn relay_forwards_thousands_of_messages_per_second_without_loss() -> Result<()> 
 }
 
 #[test]
+fn fedmsg_check_is_critical_when_the_hub_cannot_load_its_ca() -> Result<()> {
+    let mut publisher = Publisher::bind()?;
+    let sandbox = sandbox()?;
+    let socket = sandbox.path().join("monitor.sock");
+    let missing = sandbox.path().join("no-such-ca.crt");
+    sandbox.write_config(
+        "hub.toml",
+        &format!(
+            "{}\n[tally]\nenabled = true\noutput = {:?}\n\n\
+             [moksha.monitoring]\nsocket = \"ipc://{}\"\n",
+            sandbox.base_config(publisher.endpoint()),
+            out(&sandbox, "tally").display().to_string(),
+            socket.display(),
+        ),
+    )?;
+    let cfg = sandbox.config_dir();
+    let ca = format!("ca_cert_location={:?}", missing.display().to_string());
+    let mut hub = Hub::start(
+        &sandbox,
+        &["--set", "validate_signatures=true", "--set", &ca],
+    )?;
+    hub.wait_subscribed(&mut publisher)?;
+    let mut command = tool("fedmsg-check", &[&cfg]);
+    command.args(["--timeout", "20"]);
+    let output = run(command, None, WAIT)?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    ensure!(output.status.code() == Some(2), "{output:?}");
+    ensure!(
+        stdout.starts_with("FEDMSG CRITICAL - hub signature validation: every signed message is rejected: CA certificate unavailable")
+            && stdout.contains("no-such-ca.crt"),
+        "{stdout}"
+    );
+    ensure!(hub.terminate()?.success());
+    Ok(())
+}
+
+#[test]
 fn fedmsg_check_says_ok_then_critical_when_a_plugin_is_disabled() -> Result<()> {
     let mut publisher = Publisher::bind()?;
     let sandbox = sandbox()?;

@@ -17,7 +17,9 @@ use fedmsg_wire::report::{ConsumerReport, ProducerReport, Report};
 /// status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (no socket configured, no
 /// report in time, unreadable report).
 ///
-/// CRITICAL: a consumer is disabled (too many panics in a row) or failed to
+/// CRITICAL: the hub cannot validate signatures (its CA or CRL could not be
+/// loaded, so every signed message is rejected), a consumer is disabled
+/// (too many panics in a row) or failed to
 /// start (`initialized` false), a producer is not initialized, a consumer
 /// or producer named with -c/-p is missing or not initialized, or a
 /// consumer's backlog, errors or drops reach the critical thresholds.
@@ -189,7 +191,19 @@ struct Verdict {
 }
 
 fn judge(report: &Report, t: &Thresholds) -> Vec<Verdict> {
-    let mut verdicts: Vec<Verdict> = report.consumers.iter().map(|c| consumer(c, t)).collect();
+    let mut verdicts = Vec::new();
+    // First, so that the status line leads with it: while the CA or CRL
+    // cannot be loaded, every signed message is rejected, however healthy
+    // the consumers look.
+    if let Some(problem) = report.hub.as_ref().and_then(|h| h.trust_problem.as_ref()) {
+        verdicts.push(Verdict {
+            kind: "hub",
+            name: "signature validation".to_owned(),
+            state: State::Critical,
+            reasons: vec![format!("every signed message is rejected: {problem}")],
+        });
+    }
+    verdicts.extend(report.consumers.iter().map(|c| consumer(c, t)));
     verdicts.extend(report.producers.iter().map(producer));
     for (kind, names, present) in [
         (
@@ -460,6 +474,7 @@ fn print_python_messages(args: &Args, verdicts: &[Verdict]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fedmsg_wire::report::HubReport;
     use fedmsg_wire::report::{Counters, Window};
 
     fn thresholds() -> Thresholds {
@@ -539,6 +554,25 @@ mod tests {
         let mut t = thresholds();
         t.consumers = vec!["tally".into(), "ghost".into()];
         assert_eq!(worst(&report, &t), State::Critical);
+    }
+
+    #[test]
+    fn unavailable_trust_material_is_critical_and_said_first() {
+        let report = Report {
+            consumers: vec![running("tally")],
+            hub: Some(HubReport {
+                trust_problem: Some("CA certificate unavailable: cannot read /x".into()),
+                ..HubReport::default()
+            }),
+            ..Report::default()
+        };
+        let verdicts = judge(&report, &thresholds());
+        assert_eq!(worst(&report, &thresholds()), State::Critical);
+        let line = headline(&report, &verdicts);
+        assert!(
+            line.starts_with("hub signature validation: every signed message is rejected: CA certificate unavailable"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -287,6 +287,14 @@ impl Verifier {
             .map_err(Clone::clone)
     }
 
+    /// Why no signed message can be valid right now (the CA or CRL could
+    /// not be loaded), or `None` when the trust material is in place: what
+    /// monitoring reports, since every signed message is rejected while it
+    /// lasts.
+    pub fn trust_problem(&self) -> Option<Rejection> {
+        self.trust.snapshot().state.as_ref().err().cloned()
+    }
+
     /// Cache and reload counters.
     pub fn stats(&self) -> VerifierStats {
         let (cached_valid, cached_invalid) = self.cache.len();
