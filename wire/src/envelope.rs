@@ -103,7 +103,7 @@ pub fn parse(bytes: &[u8]) -> Result<Value, EnvelopeError> {
 
 /// Replaces `NaN` / `Infinity` literals found outside strings by number texts
 /// (see the module docs). Returns `None` when there was nothing to replace.
-fn rewrite_non_finite(bytes: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn rewrite_non_finite(bytes: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(bytes.len() + 32);
     let mut replaced = false;
     let mut in_string = false;

@@ -295,7 +295,15 @@ fn parse_head_serde(body: &str) -> Result<Head, Reject> {
             Err(e) => Err(Reject::NotJson(e.to_string())),
         };
     }
-    serde_json::from_str::<Head>(body).map_err(|e| Reject::NotJson(e.to_string()))
+    match serde_json::from_str::<Head>(body) {
+        Ok(head) => Ok(head),
+        // Python's json accepts `NaN` and `±Infinity` (and fedmsg signs
+        // them): read the head of such a body as `envelope::parse` reads
+        // the whole, instead of rejecting a message Python accepts.
+        Err(strict) => crate::envelope::rewrite_non_finite(body.as_bytes())
+            .and_then(|rewritten| serde_json::from_slice::<Head>(&rewritten).ok())
+            .ok_or_else(|| Reject::NotJson(strict.to_string())),
+    }
 }
 
 /// Counters of what ingest accepted and rejected, by reason.
@@ -482,6 +490,22 @@ mod tests {
         assert!(scan_head(r#"{"topic":"t","msg_id":"m"}"#).is_some());
         assert!(scan_head(r#"{"\u0074opic":"t"}"#).is_none());
         assert!(scan_head(r#"{"topic":"\u0074"}"#).is_none());
+    }
+
+    #[test]
+    fn accepts_non_finite_numbers_as_python_does() {
+        let body =
+            br#"{"topic":"t","msg":{"x":NaN,"y":-Infinity,"z":"NaN"},"msg_id":"m1","timestamp":1}"#;
+        let d = classify_parts(&[b"t", body]).expect("Python's json.loads accepts it");
+        assert_eq!(d.msg_id.as_deref(), Some("m1"));
+        assert_eq!(d.body.as_bytes(), body, "forwarded as received");
+        // Still rejected: what Python rejects too.
+        assert_eq!(
+            classify_parts(&[b"t", br#"{"topic":"t","x":nan}"#])
+                .unwrap_err()
+                .reason(),
+            "not_json"
+        );
     }
 
     #[test]

@@ -138,6 +138,20 @@ fn python_logger_through_our_relay_reaches_python_tail_and_our_hub() -> Result<(
         || Ok(lines.iter().all(|l| tail_text(&tail).contains(l.as_str()))),
         || tail_text(&tail),
     )?;
+    // Python's json writes NaN and Infinity, and fedmsg signs them: our hub
+    // must accept and validate such a message as Python does.
+    python_run(
+        &py,
+        &workdir,
+        "fedmsg-logger",
+        &["--json-input"],
+        Some("{\"nan\": NaN, \"inf\": -Infinity, \"text\": \"non-finite\"}\n"),
+    )?;
+    wait_for(
+        "the NaN message at our hub",
+        || Ok(read_msg_ids(&out(&sandbox, "faulty")).len() >= 6),
+        || hub.log(),
+    )?;
     tail.check_running()?;
     ensure!(
         !tail_text(&tail).contains("invalid message"),
@@ -146,7 +160,7 @@ fn python_logger_through_our_relay_reaches_python_tail_and_our_hub() -> Result<(
     );
     relay.check_running()?;
     ensure!(hub.terminate()?.success());
-    ensure!(validated(&sandbox)?.len() == 5);
+    ensure!(validated(&sandbox)?.len() == 6, "{}", hub.log());
     tail.stop()?;
     ensure!(relay.stop()?.success());
     Ok(())
