@@ -3,6 +3,7 @@
 
 mod busmon;
 mod busmon_browser;
+mod busmon_load;
 mod catchup;
 mod commands;
 mod datanommer;
