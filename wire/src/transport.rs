@@ -248,7 +248,7 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Why each URL cannot deliver anything right now, when that can be told
 /// before connecting: a host name that does not resolve, an `ipc://` path
 /// in a directory that does not exist. Host names are resolved in parallel,
-/// for at most [`RESOLVE_TIMEOUT`] in all.
+/// for at most three seconds in all.
 pub fn doubts_about<'a>(urls: impl Iterator<Item = &'a str>) -> Vec<Option<String>> {
     let checks: Vec<_> = urls
         .map(|url| {

@@ -60,18 +60,24 @@ fn probe_binary() -> Option<PathBuf> {
 /// long after start; a probe that only loads it sees nothing wrong. A file
 /// that is not ELF at all is left to dlopen to refuse.
 fn check_complete(path: &Path) -> Result<(), LoadErrorKind> {
+    use std::io::Read;
+
     use object::read::elf::{ElfFile64, ProgramHeader};
-    use object::Endianness;
-    let data = std::fs::read(path)
-        .map_err(|e| LoadErrorKind::NotALibrary(format!("cannot read it: {e}")))?;
-    if !data.starts_with(b"\x7fELF") {
+    use object::{Endianness, ReadCache};
+    let unreadable = |e: std::io::Error| LoadErrorKind::NotALibrary(format!("cannot read it: {e}"));
+    let mut file = std::fs::File::open(path).map_err(unreadable)?;
+    let len = file.metadata().map_err(unreadable)?.len();
+    let mut magic = [0u8; 4];
+    if file.read_exact(&mut magic).is_err() || magic != *b"\x7fELF" {
         return Ok(());
     }
+    // Only the headers are read (`ReadCache` reads the ranges the parser
+    // asks for), not the whole library: a debug build of a plugin is
+    // 100 MB, which would all have been in the hub's memory at start.
+    let data = ReadCache::new(file);
     let damaged = |why: String| LoadErrorKind::NotALibrary(format!("damaged ELF file: {why}"));
-    let elf =
-        ElfFile64::<Endianness>::parse(data.as_slice()).map_err(|e| damaged(e.to_string()))?;
+    let elf = ElfFile64::<Endianness, _>::parse(&data).map_err(|e| damaged(e.to_string()))?;
     let endian = elf.endian();
-    let len = data.len() as u64;
     for segment in elf.elf_program_headers() {
         let end = segment
             .p_offset(endian)
