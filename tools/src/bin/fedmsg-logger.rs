@@ -193,7 +193,12 @@ mod tests {
         assert!(matches!(read_input(&args), Ok(Input::One(v)) if v == json!({"a": 1})));
         let args = Args::parse_from(["fedmsg-logger", "--json-input", "--message", "{nope"]);
         let err = read_input(&args).err().expect("invalid");
-        assert!(format!("{err:#}").contains("invalid JSON"), "{err:#}");
+        let text = format!("{err:#}");
+        assert!(
+            text.starts_with("--json-input: the message: not valid JSON"),
+            "{text}"
+        );
+        assert_eq!(text.matches("key must be a string").count(), 1, "{text}");
         let args = Args::parse_from(["fedmsg-logger"]);
         assert!(matches!(read_input(&args), Ok(Input::Lines)));
     }
