@@ -13,7 +13,11 @@
 //! flush_interval = 0.25             # seconds a row waits for its batch
 //! queue_capacity = 50000            # rows queued for the writer at most
 //! shutdown_timeout = 10.0           # seconds to retry a down database at exit
-//! http_threads = 2
+//! http_threads = 2                 # database connections serving /raw
+//! http_max_connections = 512       # open HTTP connections; beyond: 503
+//! http_timeout = 30.0              # seconds a client may idle or dawdle
+//! http_query_timeout = 10.0        # seconds a query may run; beyond: 503
+//! http_max_page_bytes = 16777216   # bytes of JSON per page; beyond: 413
 //! ```
 //!
 //! `consume` turns the envelope into a [`Row`] (columns, category, users
@@ -48,7 +52,7 @@ pub use row::Row;
 pub use store::{DbUrl, Store, StoreError};
 pub use writer::{Writer, WriterConfig};
 
-use http::HttpServer;
+use http::{HttpLimits, HttpServer};
 
 /// The plugin's settings, from its `[datanommer]` table.
 #[derive(Debug, Clone)]
@@ -57,8 +61,9 @@ pub struct Settings {
     pub url: DbUrl,
     /// Where to serve `/raw`, if anywhere.
     pub http_listen: Option<String>,
-    /// Threads serving HTTP.
-    pub http_threads: usize,
+    /// The HTTP server's limits (`http_threads` is its number of database
+    /// connections).
+    pub http: HttpLimits,
     /// Batching, queue and shutdown settings.
     pub writer: WriterConfig,
 }
@@ -96,10 +101,28 @@ impl Settings {
                 n => Ok(n),
             }
         };
+        // A zero timeout would refuse everything: at least a millisecond.
+        let positive = |key: &str, default: Duration| -> Result<Duration, PluginError> {
+            let value = seconds(key, default.as_secs_f64())?;
+            if value < Duration::from_millis(1) {
+                return Err(PluginError::new(format!(
+                    "config key `{}`: must be at least 0.001 seconds",
+                    config.full_key(key)
+                )));
+            }
+            Ok(value)
+        };
+        let defaults = HttpLimits::default();
         Ok(Settings {
             url,
             http_listen: config.get("http_listen")?,
-            http_threads: at_least_one("http_threads", 2)?,
+            http: HttpLimits {
+                db_connections: at_least_one("http_threads", defaults.db_connections)?,
+                max_connections: at_least_one("http_max_connections", defaults.max_connections)?,
+                timeout: positive("http_timeout", defaults.timeout)?,
+                query_timeout: positive("http_query_timeout", defaults.query_timeout)?,
+                max_page_bytes: at_least_one("http_max_page_bytes", defaults.max_page_bytes)?,
+            },
             writer: WriterConfig {
                 batch_size: at_least_one("batch_size", 1000)?,
                 flush_interval: seconds("flush_interval", 0.25)?,
@@ -127,6 +150,11 @@ impl Datanommer {
     /// The writer's counters.
     pub fn stats(&self) -> &writer::Stats {
         self.writer.stats()
+    }
+
+    /// The HTTP server's counters, when it serves.
+    pub fn http_counters(&self) -> Option<http::HttpCountersSnapshot> {
+        self.http.as_ref().map(|h| h.counters().snapshot())
     }
 
     /// The address `/raw` is served on, when it is.
@@ -167,11 +195,10 @@ impl ConsumerPlugin for Datanommer {
         let batch_size = settings.writer.batch_size;
         let writer = Writer::spawn(url.clone(), store, settings.writer)?;
         let http = match &settings.http_listen {
-            Some(listen) => Some(HttpServer::start(
-                listen,
-                url.clone(),
-                settings.http_threads,
-            )?),
+            Some(listen) => Some(
+                HttpServer::start(listen, url.clone(), settings.http.clone())
+                    .map_err(|e| PluginError::new(e.to_string()))?,
+            ),
             None => None,
         };
         tracing::info!(
@@ -236,3 +263,6 @@ export_plugin!(Datanommer);
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod http_tests;

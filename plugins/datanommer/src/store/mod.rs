@@ -56,6 +56,18 @@ impl StoreError {
             StoreError::Postgres(e) => postgres::is_row_error(e),
         }
     }
+
+    /// True when the statement was stopped by the deadline of
+    /// [`Store::set_deadline`] (SQLite's progress handler interrupted it,
+    /// or PostgreSQL's `statement_timeout` cancelled it). The connection
+    /// is still good.
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            StoreError::Sqlite(e) => sqlite::is_timeout(e),
+            StoreError::Postgres(e) => postgres::is_timeout(e),
+            StoreError::BadUrl { .. } | StoreError::Corrupt { .. } => false,
+        }
+    }
 }
 
 /// Where the messages are: parsed from `datanommer.url`.
@@ -451,6 +463,19 @@ impl Store {
             DbUrl::Sqlite(path) => Store::Sqlite(SqliteStore::open(path, create)?),
             DbUrl::Postgres(url) => Store::Postgres(Box::new(PgStore::open(url, create)?)),
         })
+    }
+
+    /// Bounds the statements run from now on: past `deadline` they fail
+    /// with an error whose [`StoreError::is_timeout`] is true; `None`
+    /// lifts the bound. SQLite: a progress handler that interrupts the
+    /// statement (checked every few thousand VM steps); PostgreSQL:
+    /// `SET statement_timeout` to the time left (each statement then gets
+    /// at most that).
+    pub fn set_deadline(&mut self, deadline: Option<std::time::Instant>) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.set_deadline(deadline),
+            Store::Postgres(s) => s.set_deadline(deadline),
+        }
     }
 
     /// Writes a batch in one transaction; rows whose `msg_id` is already

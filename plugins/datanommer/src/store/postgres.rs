@@ -179,6 +179,23 @@ impl PgStore {
         Ok(out)
     }
 
+    pub(super) fn set_deadline(
+        &mut self,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<(), StoreError> {
+        // 0 is "no limit" to PostgreSQL: a deadline already past is 1 ms.
+        let ms = match deadline {
+            Some(d) => d
+                .saturating_duration_since(std::time::Instant::now())
+                .as_millis()
+                .clamp(1, i32::MAX as u128),
+            None => 0,
+        };
+        self.client
+            .batch_execute(&format!("SET statement_timeout = {ms}"))?;
+        Ok(())
+    }
+
     pub(super) fn each_message<T, E: From<StoreError>>(
         &mut self,
         q: &Query,
@@ -309,4 +326,9 @@ pub(super) fn is_row_error(e: &postgres::Error) -> bool {
             )
         })
         .unwrap_or(false)
+}
+
+/// A statement cancelled by `statement_timeout`.
+pub(super) fn is_timeout(e: &postgres::Error) -> bool {
+    e.code() == Some(&postgres::error::SqlState::QUERY_CANCELED)
 }

@@ -16,6 +16,11 @@ use crate::time;
 /// fails with "database is locked" (which the writer then retries).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// VM steps between two looks at the clock of a query with a deadline:
+/// some microseconds of work, so the overshoot is negligible and the
+/// clock is not read in a tight loop.
+const PROGRESS_STEPS: std::ffi::c_int = 10_000;
+
 const INSERT: &str = "INSERT INTO messages (msg_id, i, topic, timestamp, certificate, signature, \
      category, username, crypto, source_name, source_version, _msg, _headers) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'datanommer', ?10, ?11, ?12) \
@@ -60,6 +65,23 @@ impl SqliteStore {
             "PRAGMA synchronous=NORMAL; PRAGMA cache_size=-65536; PRAGMA wal_autocheckpoint=10000",
         )?;
         Ok(SqliteStore { conn })
+    }
+
+    pub(super) fn set_deadline(
+        &mut self,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<(), StoreError> {
+        Ok(match deadline {
+            // Returning true interrupts the running statement
+            // (SQLITE_INTERRUPT); the connection stays usable.
+            Some(deadline) => self.conn.progress_handler(
+                PROGRESS_STEPS,
+                Some(move || std::time::Instant::now() >= deadline),
+            ),
+            None => self
+                .conn
+                .progress_handler(PROGRESS_STEPS, None::<fn() -> bool>),
+        }?)
     }
 
     pub(super) fn insert_batch(&mut self, rows: &[Row]) -> Result<Inserted, StoreError> {
@@ -234,4 +256,9 @@ pub(super) fn is_row_error(e: &rusqlite::Error) -> bool {
         | E::InvalidColumnType(..) => true,
         _ => false,
     }
+}
+
+/// A statement stopped by the progress handler of a deadline.
+pub(super) fn is_timeout(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::OperationInterrupted)
 }
