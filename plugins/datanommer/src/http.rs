@@ -1,8 +1,20 @@
 //! A datagrepper-compatible HTTP endpoint over the store: `GET /raw` (the
 //! query the hub's catch-up and datagrepper clients use) and `GET /id?id=`.
 //!
-//! Served by a few threads of its own (`tiny_http`), each with its own
-//! database connection, opened on first use and reopened after a failure.
+//! Served by axum on a tokio runtime of its own (two worker threads; an
+//! idle connection costs a task, not a thread), with an accept loop of our
+//! own: at most `http_max_connections` connections (beyond: 503, counted),
+//! a failed `accept` (EMFILE…) backs off and retries, never ends the
+//! server; a client idle or slow for `http_timeout` is disconnected.
+//! Queries run on the runtime's blocking pool, at most `http_threads` at
+//! once (one pooled database connection each, opened on first use and
+//! reopened after a failure), `contains` scans on all but one of them; a
+//! query past `http_query_timeout` is stopped (SQLite progress handler,
+//! PostgreSQL `statement_timeout`) and answered 503 "query took longer
+//! than N s". A page is serialized message by message and refused with
+//! 413 (`rows_that_fit`, `max_page_bytes`) once it passes
+//! `http_max_page_bytes`, rather than cut short: datagrepper clients page
+//! by page number, so a short page would silently skip messages.
 //!
 //! `/raw` parameters (datagrepper's): `start`, `end`, `delta` (float epoch
 //! seconds; inclusive range), `topic`, `category`, `user`, `package`,
@@ -458,6 +470,9 @@ pub struct Service {
     /// One per database connection: bounds the queries running at once
     /// (and so the blocking threads they use).
     db_permits: Arc<Semaphore>,
+    /// `db_connections - 1` (at least 1): taken first by the queries that
+    /// scan payloads (`contains`).
+    scan_permits: Arc<Semaphore>,
     query_log: LogLimiter,
     accept_log: LogLimiter,
     refused_log: LogLimiter,
@@ -479,6 +494,9 @@ impl Service {
         Service {
             db,
             db_permits: Arc::new(Semaphore::new(limits.db_connections.max(1))),
+            scan_permits: Arc::new(Semaphore::new(
+                limits.db_connections.saturating_sub(1).max(1),
+            )),
             limits,
             counters: Arc::default(),
             pool: Mutex::new(Vec::new()),
@@ -857,12 +875,24 @@ async fn handle(State(service): State<Arc<Service>>, method: Method, uri: Uri) -
     };
     // Waiting for a database connection counts as query time: a request
     // behind slow ones is answered, not queued without end.
-    let permit = tokio::time::timeout(
-        service.limits.query_timeout,
-        service.db_permits.clone().acquire_owned(),
-    )
+    // A `contains` query scans every payload in its range (no index can
+    // help): such scans get all connections but one, so a few clients
+    // repeating them cannot keep the indexed queries (catch-up, /id)
+    // waiting behind them.
+    let scans = match &job {
+        Job::Raw(r) if !r.query.contains.is_empty() => Some(service.scan_permits.clone()),
+        _ => None,
+    };
+    let permits = tokio::time::timeout(service.limits.query_timeout, async {
+        let scan = match scans {
+            Some(scans) => Some(scans.acquire_owned().await?),
+            None => None,
+        };
+        let db = service.db_permits.clone().acquire_owned().await?;
+        Ok::<_, tokio::sync::AcquireError>((scan, db))
+    })
     .await;
-    let Ok(Ok(permit)) = permit else {
+    let Ok(Ok(permit)) = permits else {
         bump(&service.counters.db_busy);
         let secs = service.limits.query_timeout.as_secs_f64();
         return into_response(Reply::error(
