@@ -308,7 +308,9 @@ pub struct HttpLimits {
     /// (`http_query_timeout`).
     pub query_timeout: Duration,
     /// Largest page of messages, bytes of JSON (`http_max_page_bytes`):
-    /// a larger page is answered 413.
+    /// a larger page is answered 413. The default is the hub catch-up's own
+    /// limit on a page (64 MiB), so the cap refuses nothing the hub's
+    /// catch-up could have taken.
     pub max_page_bytes: usize,
 }
 
@@ -319,7 +321,7 @@ impl Default for HttpLimits {
             max_connections: 512,
             timeout: Duration::from_secs(30),
             query_timeout: Duration::from_secs(10),
-            max_page_bytes: 16 * 1024 * 1024,
+            max_page_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -17,7 +17,7 @@
 //! http_max_connections = 512       # open HTTP connections; beyond: 503
 //! http_timeout = 30.0              # seconds a client may idle or dawdle
 //! http_query_timeout = 10.0        # seconds a query may run; beyond: 503
-//! http_max_page_bytes = 16777216   # bytes of JSON per page; beyond: 413
+//! http_max_page_bytes = 67108864   # bytes of JSON per page; beyond: 413
 //! ```
 //!
 //! `consume` turns the envelope into a [`Row`] (columns, category, users
