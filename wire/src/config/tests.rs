@@ -771,7 +771,10 @@ fn shipped_example_configs_load_cleanly() {
     src.config_dirs = vec![dev.clone()];
     let loaded = load(&src);
     // Only the plugin tables, which the hub exempts once the plugins load.
-    assert_eq!(loaded.unknown_keys, vec!["datanommer", "echo", "tally"]);
+    assert_eq!(
+        loaded.unknown_keys,
+        vec!["busmon", "datanommer", "echo", "tally"]
+    );
     let c = &loaded.config;
     assert!(!c.validate_signatures);
     assert!(!c.sign_messages);
@@ -795,7 +798,10 @@ fn shipped_example_configs_load_cleanly() {
     src.config_dirs = vec![etc, dev];
     let loaded = load(&src);
     // Only the plugin tables, which the hub exempts once the plugins load.
-    assert_eq!(loaded.unknown_keys, vec!["datanommer", "echo", "tally"]);
+    assert_eq!(
+        loaded.unknown_keys,
+        vec!["busmon", "datanommer", "echo", "tally"]
+    );
 }
 
 #[test]
