@@ -757,3 +757,57 @@ fn fedmsg_meta_renders_envelopes_and_checks_rule_files() -> Result<()> {
     );
     Ok(())
 }
+
+/// README/ARCHITECTURE: the relay forwards frames byte for byte (fedmsg's
+/// re-encoded them). A body that is valid JSON but far from canonical
+/// (spaces, unsorted keys, `\u` escapes, a float with a trailing zero) must
+/// come out of `relay_outbound` exactly as it went into `relay_inbound`.
+#[test]
+fn relay_forwards_non_canonical_bodies_byte_for_byte() -> Result<()> {
+    let sandbox = Sandbox::new()?;
+    let ports = BusPorts::new()?;
+    sandbox.write_config(
+        "bus.toml",
+        &format!(
+            "sign_messages = false\nvalidate_signatures = false\n{}",
+            ports.toml()
+        ),
+    )?;
+    let cfg = sandbox.config_dir();
+    let mut relay = Process::start("relay", tool("fedmsg-relay", &[&cfg]), sandbox.path())?;
+    let ctx = zmq::Context::new();
+    let sub = ctx.socket(zmq::SUB)?;
+    sub.set_subscribe(b"")?;
+    sub.set_rcvtimeo(50)?;
+    sub.connect(&tcp(ports.relay_out))?;
+    let publisher = ctx.socket(zmq::PUB)?;
+    publisher.set_linger(0)?;
+    publisher.connect(&tcp(ports.relay_in))?;
+    let topic = "org.fedoraproject.dev.bytes.test";
+    let body = format!(
+        "{{ \"topic\" : \"{topic}\",\n  \"z\": [1, 2.50, -0],\t\"b\" :{{\"y\":1, \"x\":\"\\u00e9\\u2028 \\/\"}}, \"a\": null }}"
+    );
+    // PUB/SUB drops what is sent before both connections are up: send
+    // until one copy arrives (bounded).
+    let deadline = Instant::now() + WAIT * 2;
+    let received = loop {
+        ensure!(
+            Instant::now() < deadline,
+            "nothing forwarded; relay:\n{}",
+            relay.log()
+        );
+        publisher.send_multipart([topic.as_bytes(), body.as_bytes()], 0)?;
+        if let Ok(frames) = sub.recv_multipart(0) {
+            break frames;
+        }
+    };
+    ensure!(received.len() == 2, "{received:?}");
+    ensure!(received[0] == topic.as_bytes(), "topic frame changed");
+    ensure!(
+        received[1] == body.as_bytes(),
+        "body changed:\nsent     {body}\nreceived {}",
+        String::from_utf8_lossy(&received[1])
+    );
+    ensure!(relay.stop()?.success(), "relay: {}", relay.log());
+    Ok(())
+}
