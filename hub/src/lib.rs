@@ -34,6 +34,7 @@ mod status;
 mod monitor;
 mod publisher;
 mod run;
+mod single;
 mod stats;
 
 #[cfg(test)]
@@ -44,6 +45,7 @@ pub use loader::{probe_main, PROBE_BINARY};
 pub use plugin_meta::PluginMeta;
 pub use publisher::HubPublisher;
 pub use run::{run, RunOptions};
+pub use single::{run_single, SingleArgs, SingleError, SinglePlugin};
 
 /// Entry points of the fuzz targets (`fuzz/`); not part of the hub's API.
 #[doc(hidden)]
